@@ -1,0 +1,51 @@
+"""The explicit list of runners. A KB method names its runner id in `runner:`.
+
+Targets are lazy "module:Class" strings so that listing or validating a plan imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+
+from slmrec.errors import SlmrecError, unknown
+
+RUNNERS: dict[str, str] = {
+    "load-pretrained": "runners.init:LoadPretrained",
+    "init-from-config": "runners.init:InitFromConfig",
+    "causal-lm-train": "runners.pretrain:CausalLMTrain",
+    "logit-distill": "runners.distill:LogitDistill",
+    "sequence-distill": "runners.distill:SequenceDistill",
+    "magnitude-prune": "runners.prune:MagnitudePrune",
+    "wanda-prune": "runners.prune:WandaPrune",
+    "structured-prune": "runners.prune:StructuredPrune",
+    "layer-drop": "runners.prune:LayerDrop",
+    "dynamic-int8": "runners.quantize:DynamicInt8",
+    "cast": "runners.quantize:Cast",
+    "weight-only-quant": "runners.quantize:WeightOnlyQuant",
+    "gptq": "runners.quantize:GPTQ",
+    "lora": "runners.finetune:LoRA",
+    "full-finetune": "runners.finetune:FullFinetune",
+    "evaluate": "runners.evaluate:Evaluate",
+    "export": "runners.export:Export",
+}
+
+
+def runner_ids() -> list[str]:
+    return sorted(RUNNERS)
+
+
+@lru_cache(maxsize=None)
+def get_runner_class(runner_id: str):
+    target = RUNNERS.get(runner_id)
+    if target is None:
+        raise SlmrecError.one("runners/registry.py", unknown("runner", runner_id, RUNNERS))
+    module, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if getattr(cls, "id", None) != runner_id:
+        raise RuntimeError(f"{target} declares id {getattr(cls, 'id', None)!r}, registered as {runner_id!r}")
+    return cls
+
+
+def get_runner(runner_id: str):
+    return get_runner_class(runner_id)()

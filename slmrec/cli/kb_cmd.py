@@ -1,0 +1,140 @@
+"""`slmrec kb`: validate, summarise, show and search the knowledge base."""
+
+from __future__ import annotations
+
+import argparse
+
+from slmrec.cli.common import add_kb_flag, kb_from, print_json, table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("kb", help="validate, summarise, show and search the knowledge base")
+    kb_sub = p.add_subparsers(dest="kb_command", metavar="SUBCOMMAND", required=True)
+
+    v = kb_sub.add_parser("validate", help="load the KB and report every problem (exit 2 if any)")
+    add_kb_flag(v)
+    v.set_defaults(handler=_validate)
+
+    s = kb_sub.add_parser("stats", help="counts per section, component class and relation kind")
+    add_kb_flag(s)
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(handler=_stats)
+
+    c = kb_sub.add_parser("coverage", help="methods per component and family; completeness")
+    add_kb_flag(c)
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(handler=_coverage)
+
+    sh = kb_sub.add_parser("show", help="a method, component, source, hardware or model, with "
+                                        "everything linked to it")
+    sh.add_argument("id")
+    add_kb_flag(sh)
+    sh.add_argument("--json", action="store_true", help="machine-readable output")
+    sh.set_defaults(handler=_show)
+
+    se = kb_sub.add_parser("search", help="ranked matches over names and summaries")
+    se.add_argument("text", nargs="+")
+    se.add_argument("--limit", type=int, default=10)
+    se.add_argument("--kind", choices=["method", "component", "source", "hardware", "model"])
+    add_kb_flag(se)
+    se.add_argument("--json", action="store_true", help="machine-readable output")
+    se.set_defaults(handler=_search)
+
+
+def _validate(args) -> int:
+    kb = kb_from(args)
+    roots = ", ".join(str(r) for r in kb.roots)
+    print(f"ok: {len(kb.methods)} methods, {len(kb.relations)} relations, {len(kb.sources)} sources, "
+          f"{len(kb.components)} components, {len(kb.hardware)} hardware profiles, "
+          f"{len(kb.models)} base models (kb {kb.version}; {roots})")
+    return 0
+
+
+def _stats(args) -> int:
+    from slmrec.describe import stats
+
+    data = stats(kb_from(args))
+    if args.json:
+        print_json(data)
+        return 0
+    print(f"KB version {data['kb_version']}")
+    print(table([[k, v] for k, v in data["sections"].items()], ["section", "records"]))
+    print()
+    print(table([[k, data["components_by_class"][k], data["methods_by_class"][k]]
+                 for k in data["components_by_class"]], ["component class", "components", "methods"]))
+    print()
+    print(table([[k, v] for k, v in data["methods_by_component"].items()], ["component", "methods"]))
+    print()
+    print(table([[k, v] for k, v in data["relations_by_kind"].items()], ["relation kind", "relations"]))
+    return 0
+
+
+def _coverage(args) -> int:
+    from slmrec.describe import coverage
+
+    data = coverage(kb_from(args))
+    if args.json:
+        print_json(data)
+        return 0
+    rows = []
+    for row in data["components"]:
+        fams = ", ".join(f"{f} ({n})" for f, n in row["families"].items())
+        rows.append([row["component"], row["class"], row["methods"], fams])
+    print(table(rows, ["component", "class", "methods", "families (methods)"]))
+    if data["empty_components"]:
+        print(f"\ncomponents with no methods: {', '.join(data['empty_components'])}")
+    print(f"\n{data['methods']} methods; share filled in:")
+    print(table([[k, f"{v:.0%}"] for k, v in data["share"].items()], ["field", "share"]))
+    return 0
+
+
+def _show(args) -> int:
+    from slmrec.describe import describe
+    from slmrec.graph import LifecycleGraph
+
+    kb = kb_from(args)
+    data = describe(kb, LifecycleGraph(kb), args.id)
+    if args.json:
+        print_json(data)
+        return 0
+    rec = data["record"]
+    title = rec.get("name") or rec.get("title") or args.id
+    print(f"{title}  [{data['kind']} {args.id}]  ({data['defined_in']})")
+    for key in ("summary", "component", "family", "pathway", "class", "runner"):
+        if key in rec:
+            print(f"  {key}: {rec[key]}")
+    if "requirements" in data:
+        req = data["requirements"]
+        print("  requires: " + ", ".join(f"{k}={v}" for k, v in req.items()
+                                          if v not in (None, [], False, "none")))
+    effects = rec.get("effects", {})
+    for kind in ("quality", "recovery", "speedup"):
+        for ev in effects.get(kind, []):
+            rng = "unpublished" if ev.get("low") is None else f"{ev['low']}..{ev['high']}"
+            when = f" when {ev['when']}" if ev.get("when") else ""
+            print(f"  {kind}: {rng}{when} [{ev['source']}] {ev.get('setting') or ev.get('note') or ''}".rstrip())
+    if effects.get("transform"):
+        print(f"  transform: {effects['transform']}")
+    for key in ("must_precede", "must_follow", "recovered_by", "conflicts_with", "methods", "cited_by"):
+        if data.get(key):
+            print(f"  {key.replace('_', ' ')}: {', '.join(data[key])}")
+    rels = data.get("relations", {})
+    for r in rels.get("out", []) + rels.get("in", []):
+        print(f"  {r['from']} {r['kind']} {r['to']}: {r['note']} [{', '.join(r['sources'])}]")
+    for s in data.get("sources", []):
+        print(f"  source {s['id']}: {s['title']} ({s['year']}) {s['identifier']}")
+    return 0
+
+
+def _search(args) -> int:
+    from slmrec.textsearch import TextIndex
+
+    hits = TextIndex(kb_from(args)).search(" ".join(args.text), limit=args.limit, kind=args.kind)
+    if args.json:
+        print_json([h.__dict__ for h in hits])
+        return 0
+    if not hits:
+        print("no matches")
+        return 0
+    print(table([[h.score, h.kind, h.id, h.name] for h in hits], ["score", "kind", "id", "name"]))
+    return 0

@@ -1,0 +1,53 @@
+"""User-facing problems: one line each, naming the file, the record, the field and what is valid."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    message: str
+    record: str | None = None
+    field: str | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.file + (f":{self.line}" if self.line else "")
+        parts = [where]
+        if self.record:
+            parts.append(self.record)
+        if self.field:
+            parts.append(f"field '{self.field}'")
+        return ": ".join(parts) + f": {self.message}"
+
+
+class SlmrecError(Exception):
+    """A user mistake (bad file, bad flag, unknown id). The CLI prints it and exits 2."""
+
+    def __init__(self, problems: Iterable[Problem | str]):
+        self.problems = [p if isinstance(p, Problem) else Problem("<input>", p) for p in problems]
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    @classmethod
+    def one(cls, file: str, message: str, record: str | None = None, field: str | None = None):
+        return cls([Problem(file, message, record, field)])
+
+
+def did_you_mean(name: str, known: Iterable[str], n: int = 1) -> str:
+    """' (did you mean 'x'?)' or '' when nothing is close."""
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=n, cutoff=0.6)
+    if not close:
+        # Prefix and containment catch ids that differ mostly in length ("lora" vs "qlora").
+        close = [k for k in known if name and (k.startswith(name) or name in k)][:n]
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(f"'{c}'" for c in close) + "?)"
+
+
+def unknown(kind: str, name: str, known: Iterable[str]) -> str:
+    return f"unknown {kind} '{name}'{did_you_mean(name, known)}"

@@ -1,0 +1,208 @@
+"""Plans: an ordered chain of method steps with predictions and explanations, as YAML.
+
+A plan is validated completely before anything runs: unknown methods, bad parameters, order
+violations, conflicts and missing requirements are all collected and reported together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from slmrec.errors import Problem, SlmrecError, did_you_mean, unknown
+from slmrec.kb import KB, read_yaml
+from slmrec.schema import RelationKind
+
+PLAN_FORMAT = 1
+
+
+class _Rec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Prediction(_Rec):
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    unit: str = ""
+    basis: str = Field(default="analytic", description="analytic | evidence | calibrated | none")
+    sources: list[str] = Field(default_factory=list)
+    note: str | None = None
+
+
+class Step(_Rec):
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    why: list[str] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)
+    predicted: dict[str, Prediction] = Field(default_factory=dict)
+
+
+class Rejection(_Rec):
+    method: str
+    component: str | None = None
+    reason: str
+    kind: str = Field(description="requirement | constraint | relation | dominated | other")
+    sources: list[str] = Field(default_factory=list)
+
+
+class Counterfactual(_Rec):
+    relax: str = Field(description="the single constraint relaxed, e.g. memory_mb")
+    to: Any = None
+    change: str = Field(description="how the top plan would change")
+
+
+class Plan(_Rec):
+    format: int = PLAN_FORMAT
+    name: str | None = None
+    scenario: dict[str, Any] | None = None
+    base_model: str
+    hardware: str | None = None
+    teacher: str | None = None
+    steps: list[Step]
+    predicted: dict[str, Prediction] = Field(default_factory=dict)
+    rejected: list[Rejection] = Field(default_factory=list)
+    counterfactuals: list[Counterfactual] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    kb_version: str | None = None
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", exclude_defaults=False)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+
+    def save(self, path: Path | str) -> Path:
+        """Write atomically: a half-written plan never replaces a good one."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_yaml(), encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+
+def parse_plan(data: object, file: str = "<plan>") -> Plan:
+    if not isinstance(data, dict):
+        raise SlmrecError.one(file, f"a plan must be a mapping, got {type(data).__name__}")
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = unknown("field", str(err["loc"][-1]), _fields_at(err["loc"]))
+            elif err["type"] == "missing":
+                msg = "required field is missing"
+            problems.append(Problem(file, msg, "plan", loc))
+        raise SlmrecError(problems) from None
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    model: type[BaseModel] = Plan
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        ann = model.model_fields.get(str(part))
+        inner = getattr(ann, "annotation", None)
+        args = getattr(inner, "__args__", ()) or ()
+        nxt = next((a for a in (inner, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if nxt is None:
+            return []
+        model = nxt
+    return list(model.model_fields)
+
+
+def load_plan(path: Path | str, kb: KB | None = None) -> Plan:
+    """Read and fully validate a plan file; raise SlmrecError listing every problem."""
+    path = Path(path)
+    shown = str(path)
+    if not path.is_file():
+        raise SlmrecError.one(shown, "plan file does not exist")
+    data, _, problems = read_yaml(path)
+    if problems:
+        raise SlmrecError(problems)
+    plan = parse_plan(data, shown)
+    if kb is not None:
+        problems = validate_plan(plan, kb, shown)
+        if problems:
+            raise SlmrecError(problems)
+    return plan
+
+
+def validate_plan(plan: Plan, kb: KB, file: str = "<plan>") -> list[Problem]:
+    """Every problem of `plan` against the KB (methods, params, order, conflicts, requirements)."""
+    problems: list[Problem] = []
+    steps = plan.steps
+    if not steps:
+        problems.append(Problem(file, "a plan needs at least one step", "plan", "steps"))
+    if plan.base_model not in kb.models and not Path(plan.base_model).expanduser().exists() \
+            and not _is_bundled(plan.base_model):
+        problems.append(Problem(file, unknown("base model", plan.base_model, kb.models)
+                                + "; use a catalog id or a local model folder", "plan", "base_model"))
+    if plan.hardware and plan.hardware not in kb.hardware:
+        problems.append(Problem(file, unknown("hardware profile", plan.hardware, kb.hardware),
+                                "plan", "hardware"))
+    known = [s.method for s in steps if s.method in kb.methods]
+    for i, step in enumerate(steps):
+        label, where = f"step {i + 1} ({step.method})", f"steps[{i}]"
+        m = kb.methods.get(step.method)
+        if m is None:
+            problems.append(Problem(file, unknown("method", step.method, kb.methods), label,
+                                    f"{where}.method"))
+            continue
+        if not m.plannable:
+            problems.append(Problem(file, f"method '{m.id}' is knowledge, not a plan step", label,
+                                    f"{where}.method"))
+        for name, value in step.params.items():
+            spec = m.params.get(name)
+            if spec is None:
+                valid = ", ".join(m.params) or "none"
+                problems.append(Problem(file, f"unknown parameter '{name}'"
+                                        f"{did_you_mean(name, m.params)}; valid: {valid}",
+                                        label, f"{where}.params.{name}"))
+                continue
+            why = spec.check(value)
+            if why:
+                problems.append(Problem(file, f"bad value {value!r}: {why}", label,
+                                        f"{where}.params.{name}"))
+    problems += _order_problems(plan, kb, file)
+    for i, step in enumerate(steps):
+        for req in kb.relation_index[RelationKind.requires.value].get(step.method, ()):
+            if not _satisfied(req, known, kb):
+                problems.append(Problem(file, f"requires '{req}' in the plan, which is missing",
+                                        f"step {i + 1} ({step.method})", f"steps[{i}].method"))
+    return problems
+
+
+def _is_bundled(name: str) -> bool:
+    try:
+        from runners.models import BUNDLED_MODELS
+    except Exception:  # runners not importable: only catalog ids and folders are known
+        return False
+    return name in BUNDLED_MODELS
+
+
+def _satisfied(req: str, chain: list[str], kb: KB) -> bool:
+    if req in kb.components:
+        return any(kb.methods[m].component == req for m in chain)
+    return req in chain
+
+
+def _order_problems(plan: Plan, kb: KB, file: str) -> list[Problem]:
+    problems = []
+    precedes = kb.relation_index[RelationKind.precedes.value]
+    conflicts = kb.relation_index[RelationKind.conflicts.value]
+    ids = [s.method for s in plan.steps]
+    for i, a in enumerate(ids):
+        for j in range(i + 1, len(ids)):
+            b = ids[j]
+            if a in precedes.get(b, ()):
+                problems.append(Problem(file, f"'{b}' must come before '{a}' (declared order)",
+                                        f"step {j + 1} ({b})", f"steps[{j}]"))
+            if b in conflicts.get(a, ()):
+                problems.append(Problem(file, f"'{a}' and '{b}' conflict and cannot share a plan",
+                                        f"step {j + 1} ({b})", f"steps[{j}]"))
+    return problems

@@ -1,0 +1,437 @@
+"""Typed records of the knowledge base.
+
+Every record forbids unknown fields, so a typo in `kb/` is reported instead of silently ignored.
+Cross-references (a method's component, a relation's ends, cited sources) are plain ids here;
+`slmrec.kb` resolves and checks them, because a record alone cannot know what else exists.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ID_PATTERN = r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$"
+_ID_RE = re.compile(ID_PATTERN)
+
+Id = Annotated[str, Field(pattern=ID_PATTERN, description="lower-case kebab-case id")]
+# A number, or "$name": a reference to the step parameter `name` resolved when a plan is built.
+ParamRef = Annotated[str, Field(pattern=r"^\$[a-z_][a-z0-9_]*$")]
+Value = Union[float, ParamRef]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ComponentClass(str, Enum):
+    main = "main"
+    optional = "optional"
+    cross_cutting = "cross-cutting"
+
+
+class RelationKind(str, Enum):
+    precedes = "precedes"      # from must come before to when both are in a chain
+    requires = "requires"      # from cannot be used unless to is present (or its output is)
+    conflicts = "conflicts"    # from and to must not both be in one chain (symmetric)
+    recovers = "recovers"      # from heals the quality that to lost
+    co_adapts = "co-adapts"    # from and to are tuned jointly (symmetric)
+    reuses = "reuses"          # from applies the technique of to in another stage
+    feeds_back = "feeds-back"  # from's outcome triggers a revisit of to (kept out of stage order)
+    constrains = "constrains"  # from's choice limits what to may choose
+
+
+SYMMETRIC_KINDS = frozenset({RelationKind.conflicts, RelationKind.co_adapts})
+
+
+class DataTier(str, Enum):
+    none = "none"
+    calibration = "calibration"          # a few hundred unlabeled samples
+    unlabeled = "unlabeled"              # unlabeled (domain) text, token counts
+    labeled = "labeled"                  # labeled task examples / instruction pairs
+    preference = "preference"            # chosen/rejected pairs
+    teacher_logits = "teacher-logits"    # teacher output distributions
+    teacher_text = "teacher-text"        # teacher generations only
+
+
+class TeacherAccess(str, Enum):
+    none = "none"
+    text = "text"
+    logits = "logits"
+
+
+class ComputeScale(str, Enum):
+    """Compute relative to the model's size, coarsest first."""
+
+    none = "none"                        # no model passes (a format change, a runtime flag)
+    calibration = "calibration"          # forward passes over a small calibration set
+    fine_tune = "fine-tune"              # thousands to millions of training tokens
+    continued_pretraining = "continued-pretraining"  # billions of tokens, a fraction of pre-training
+    pretraining = "pretraining"          # the full pre-training budget
+
+
+class SourceKind(str, Enum):
+    survey = "survey"
+    paper = "paper"
+    documentation = "documentation"
+    practitioner = "practitioner"
+    measured = "measured"                # our own measurement (says so, and where)
+
+
+class EvidenceBasis(str, Enum):
+    reported = "reported"          # the paper's own figure
+    survey = "survey"              # a survey's table
+    documentation = "documentation"
+    measured = "measured"          # slmrec's own measurement
+    unpublished = "unpublished"    # nothing published: no number is given
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    tf32 = "tf32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+    fp8 = "fp8"
+    int8 = "int8"
+    int4 = "int4"
+    fp4 = "fp4"
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------
+
+
+class Source(Record):
+    id: Id
+    title: str = Field(min_length=1)
+    authors: list[str] = Field(default_factory=list)
+    year: int = Field(ge=1950, le=2100)
+    venue: str | None = None
+    kind: SourceKind
+    arxiv: str | None = Field(default=None, pattern=r"^\d{4}\.\d{4,5}$")
+    doi: str | None = Field(default=None, pattern=r"^10\.\d{4,9}/\S+$")
+    url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _identifiable(self) -> "Source":
+        if not (self.arxiv or self.doi or self.url):
+            raise ValueError("a source needs a verifiable identifier: arxiv, doi or url")
+        if self.kind in (SourceKind.paper, SourceKind.survey) and not self.authors:
+            raise ValueError("a paper or survey needs its authors")
+        return self
+
+    @property
+    def identifier(self) -> str:
+        if self.arxiv:
+            return f"arXiv:{self.arxiv}"
+        if self.doi:
+            return f"doi:{self.doi}"
+        return self.url or ""
+
+
+# --------------------------------------------------------------------------------------------
+# Lifecycle components
+# --------------------------------------------------------------------------------------------
+
+
+class Pathway(Record):
+    id: Id
+    name: str
+    summary: str
+    sources: list[Id] = Field(min_length=1)
+
+
+class Component(Record):
+    id: Id
+    name: str
+    cls: ComponentClass = Field(alias="class")
+    order: int | None = Field(default=None, ge=0, description="position among main components")
+    summary: str
+    pathways: list[Pathway] = Field(default_factory=list)
+    sources: list[Id] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _order_for_main(self) -> "Component":
+        if self.cls is ComponentClass.main and self.order is None:
+            raise ValueError("a main component needs an order")
+        return self
+
+
+class Capability(Record):
+    """A hardware or runtime capability a method may need to run or to benefit."""
+
+    id: Id
+    summary: str
+    sources: list[Id] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Methods
+# --------------------------------------------------------------------------------------------
+
+
+class ParamSpec(Record):
+    type: Literal["int", "float", "str", "bool"]
+    default: float | int | str | bool | None = None
+    min: float | None = None
+    max: float | None = None
+    choices: list[float | int | str] | None = None
+    search: list[float | int | str | bool] | None = Field(
+        default=None, description="values the recommender explores"
+    )
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _default_is_valid(self) -> "ParamSpec":
+        for v in ([self.default] if self.default is not None else []) + list(self.search or []):
+            problem = self.check(v)
+            if problem:
+                raise ValueError(f"value {v!r}: {problem}")
+        return self
+
+    def check(self, value: object) -> str | None:
+        """Return why `value` is not valid for this parameter, or None."""
+        py = {"int": int, "float": (int, float), "str": str, "bool": bool}[self.type]
+        if isinstance(value, bool) and self.type != "bool":
+            return f"expected {self.type}, got a boolean"
+        if not isinstance(value, py):
+            return f"expected {self.type}, got {type(value).__name__}"
+        if self.choices is not None and value not in self.choices:
+            return f"must be one of {self.choices}"
+        if self.min is not None and value < self.min:  # type: ignore[operator]
+            return f"must be >= {self.min}"
+        if self.max is not None and value > self.max:  # type: ignore[operator]
+            return f"must be <= {self.max}"
+        return None
+
+
+class Amount(Record):
+    count: float = Field(gt=0)
+    unit: Literal["samples", "tokens", "examples", "pairs"]
+    note: str | None = None
+
+
+class Requirements(Record):
+    data: DataTier = DataTier.none
+    data_amount: Amount | None = None
+    teacher: TeacherAccess = TeacherAccess.none
+    tokenizer_match: bool = Field(
+        default=False, description="teacher and student must share a tokenizer/vocabulary"
+    )
+    training: bool = False
+    compute: ComputeScale = ComputeScale.none
+    hardware_to_run: list[Id] = Field(default_factory=list, description="capability ids")
+    hardware_to_benefit: list[Id] = Field(default_factory=list, description="capability ids")
+    note: str | None = None
+
+
+class Evidence(Record):
+    """A measured or reported range, with where it comes from.
+
+    `low`/`high` are absent exactly when `basis` is `unpublished`: then `note` says so.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    source: Id
+    basis: EvidenceBasis = EvidenceBasis.reported
+    metric: str | None = Field(default=None, description="what was measured, e.g. wikitext2-ppl")
+    setting: str | None = Field(default=None, description="model and conditions of the figure")
+    when: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="step parameters this figure applies to"
+    )
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> "Evidence":
+        if self.basis is EvidenceBasis.unpublished:
+            if self.low is not None or self.high is not None:
+                raise ValueError("an unpublished effect carries no number")
+            if not self.note:
+                raise ValueError("an unpublished effect needs a note saying what is known")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("low and high are required unless basis is 'unpublished'")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is greater than high ({self.high})")
+        return self
+
+
+class Transform(Record):
+    """What a step does to the model, declaratively. Values may reference step params ($name)."""
+
+    weight_bits: Value | None = None
+    group_size: Value | None = Field(default=None, description="weights per quantization group")
+    group_overhead_bits: float = Field(default=32.0, description="scale+zero bits per group")
+    activation_bits: Value | None = None
+    kv_cache_bits: Value | None = None
+    sparsity: Value | None = Field(default=None, description="fraction of weights zeroed")
+    sparsity_structure: Literal["unstructured", "semi-structured", "structured"] | None = None
+    params_fraction_removed: Value | None = Field(
+        default=None, description="fraction of non-embedding parameters physically removed"
+    )
+    layers_fraction_removed: Value | None = None
+    heads_fraction_removed: Value | None = None
+    kv_heads: Value | None = None
+    vocab_size: Value | None = None
+    rank_fraction: Value | None = Field(default=None, description="low-rank: kept rank share")
+    adds_params_fraction: Value | None = Field(
+        default=None, description="extra parameters at inference (unmerged adapters, drafts)"
+    )
+    init_from_scratch: bool = False
+    note: str | None = None
+
+
+class StepCost(Record):
+    """How the step itself consumes memory and compute (the estimator reads this)."""
+
+    passes: Literal["none", "forward", "train"] = "none"
+    tokens: Value | None = Field(default=None, description="tokens processed by the step")
+    optimizer: Literal["none", "full", "adapter"] = "none"
+    trainable_fraction: Value | None = None
+    teacher_resident: bool = False
+    hessian: bool = Field(default=False, description="per-layer hidden x hidden fp32 Hessian")
+    weight_bits_during: Value | None = Field(
+        default=None, description="bits the frozen base is held at while the step runs"
+    )
+
+
+class Effects(Record):
+    transform: Transform = Field(default_factory=Transform)
+    quality: list[Evidence] = Field(
+        default_factory=list, description="relative quality loss in % (negative: a gain)"
+    )
+    recovery: list[Evidence] = Field(
+        default_factory=list, description="fraction (0..1) of accumulated loss recovered"
+    )
+    speedup: list[Evidence] = Field(
+        default_factory=list, description="decode speed-up factor not explained by the transform"
+    )
+
+
+class Method(Record):
+    id: Id
+    name: str
+    component: Id
+    family: str = Field(min_length=1)
+    pathway: Id | None = Field(default=None, description="Initialization pathway id")
+    summary: str = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list)
+    requires: Requirements = Field(default_factory=Requirements)
+    effects: Effects = Field(default_factory=Effects)
+    cost: StepCost = Field(default_factory=StepCost)
+    params: dict[str, ParamSpec] = Field(default_factory=dict)
+    runner: str | None = Field(default=None, description="runner id that executes this method")
+    plannable: bool = Field(
+        default=True, description="false for methods that are knowledge only, not plan steps"
+    )
+    sources: list[Id] = Field(min_length=1)
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(cls, v: dict[str, ParamSpec]) -> dict[str, ParamSpec]:
+        for name in v:
+            if not re.match(r"^[a-z_][a-z0-9_]*$", name):
+                raise ValueError(f"parameter name {name!r} must be snake_case")
+        return v
+
+
+# --------------------------------------------------------------------------------------------
+# Relations
+# --------------------------------------------------------------------------------------------
+
+
+class Relation(Record):
+    src: Id = Field(alias="from")
+    dst: Id = Field(alias="to")
+    kind: RelationKind
+    note: str = Field(min_length=1)
+    sources: list[Id] = Field(min_length=1)
+    condition: str | None = Field(default=None, description="when the relation holds")
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        if self.kind in SYMMETRIC_KINDS:
+            a, b = sorted((self.src, self.dst))
+            return (a, self.kind.value, b)
+        return (self.src, self.kind.value, self.dst)
+
+    @property
+    def id(self) -> str:
+        return f"{self.src} {self.kind.value} {self.dst}"
+
+
+# --------------------------------------------------------------------------------------------
+# Hardware and base models
+# --------------------------------------------------------------------------------------------
+
+
+class Hardware(Record):
+    id: Id
+    name: str
+    kind: Literal["cpu", "gpu", "soc", "npu"]
+    memory_gb: float = Field(gt=0, description="memory the model can use")
+    memory_bandwidth_gbs: float = Field(gt=0)
+    peak_tflops: dict[Precision, float] = Field(
+        min_length=1, description="dense peak per precision (TOPS for integer types)"
+    )
+    precisions: list[Precision] = Field(
+        min_length=1, description="precisions with native compute kernels (speed credit)"
+    )
+    capabilities: list[Id] = Field(default_factory=list)
+    cores: int | None = None
+    tdp_w: float | None = None
+    note: str | None = None
+    sources: list[Id] = Field(min_length=1)
+
+
+class BaseModelCard(Record):
+    id: Id
+    name: str
+    family: str
+    architecture: str = Field(description="transformers architecture class family, e.g. llama")
+    params: float = Field(gt=0, description="total parameters")
+    layers: int = Field(gt=0)
+    hidden: int = Field(gt=0)
+    intermediate: int = Field(gt=0)
+    heads: int = Field(gt=0)
+    kv_heads: int = Field(gt=0)
+    head_dim: int | None = None
+    vocab: int = Field(gt=0)
+    context: int = Field(gt=0)
+    tied_embeddings: bool
+    tokenizer: Id = Field(description="tokenizer family; equal ids share a vocabulary")
+    license: str
+    released: int | None = None
+    local: str | None = Field(default=None, description="bundled model id the runners can load")
+    sources: list[Id] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _heads(self) -> "BaseModelCard":
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+        return self
+
+    @property
+    def dim_head(self) -> int:
+        return self.head_dim or self.hidden // self.heads
+
+
+# Top-level keys a KB file may hold, and the record type of each.
+SECTIONS: dict[str, type[Record]] = {
+    "sources": Source,
+    "components": Component,
+    "capabilities": Capability,
+    "methods": Method,
+    "relations": Relation,
+    "hardware": Hardware,
+    "models": BaseModelCard,
+}
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(_ID_RE.match(value))
