@@ -274,6 +274,9 @@ class Transform(Record):
     params_fraction_removed: Value | None = Field(
         default=None, description="fraction of non-embedding parameters physically removed"
     )
+    mlp_fraction_removed: Value | None = Field(
+        default=None, description="fraction of MLP intermediate channels physically removed"
+    )
     layers_fraction_removed: Value | None = None
     heads_fraction_removed: Value | None = None
     kv_heads: Value | None = None

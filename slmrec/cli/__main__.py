@@ -1,0 +1,5 @@
+import sys
+
+from slmrec.cli import main
+
+sys.exit(main())
