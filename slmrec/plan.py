@@ -68,6 +68,9 @@ class Plan(_Rec):
     counterfactuals: list[Counterfactual] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     kb_version: str | None = None
+    score: float | None = Field(default=None, description="recommender score (lower is better)")
+    feasible: bool = Field(default=True, description="meets every constraint of its scenario")
+    violations: list[str] = Field(default_factory=list, description="constraints it breaks")
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", exclude_defaults=False)
@@ -142,7 +145,8 @@ def validate_plan(plan: Plan, kb: KB, file: str = "<plan>") -> list[Problem]:
             and not _is_bundled(plan.base_model):
         problems.append(Problem(file, unknown("base model", plan.base_model, kb.models)
                                 + "; use a catalog id or a local model folder", "plan", "base_model"))
-    if plan.hardware and plan.hardware not in kb.hardware:
+    if plan.hardware and plan.hardware not in kb.hardware and not (
+            plan.hardware == "custom" and isinstance((plan.scenario or {}).get("hardware"), dict)):
         problems.append(Problem(file, unknown("hardware profile", plan.hardware, kb.hardware),
                                 "plan", "hardware"))
     known = [s.method for s in steps if s.method in kb.methods]
@@ -174,6 +178,83 @@ def validate_plan(plan: Plan, kb: KB, file: str = "<plan>") -> list[Problem]:
             if not _satisfied(req, known, kb):
                 problems.append(Problem(file, f"requires '{req}' in the plan, which is missing",
                                         f"step {i + 1} ({step.method})", f"steps[{i}].method"))
+    problems += _quantized_then_structural(plan, kb, file)
+    problems += _requirement_problems(plan, kb, file)
+    return problems
+
+
+def _step_option(step: Step, kb: KB):
+    from slmrec.estimate import compile_option, default_params  # noqa: PLC0415 (import cycle)
+
+    m = kb.methods[step.method]
+    params = default_params(m)
+    params.update(step.params)
+    return compile_option(m, params)
+
+
+def _quantized_then_structural(plan: Plan, kb: KB, file: str) -> list[Problem]:
+    """Integer-quantized weights are packed: a later step may not prune them or train them all."""
+    problems = []
+    quantized_by = None
+    for i, step in enumerate(plan.steps):
+        if step.method not in kb.methods:
+            continue
+        try:
+            o = _step_option(step, kb)
+        except Exception:  # a bad parameter is reported elsewhere
+            continue
+        if quantized_by and (o.edits_structure or o.trains_all) and not o.int_quant:
+            what = "edits the structure of" if o.edits_structure else "trains every weight of"
+            problems.append(Problem(file, f"{what} a model whose weights '{quantized_by}' already "
+                                          "quantized to integers; put it before the quantization",
+                                    f"step {i + 1} ({step.method})", f"steps[{i}]"))
+        if o.int_quant and not quantized_by:
+            quantized_by = step.method
+    return problems
+
+
+def _requirement_problems(plan: Plan, kb: KB, file: str) -> list[Problem]:
+    """Teacher, tokenizer and (when the plan carries its scenario) data-tier requirements."""
+    from slmrec.scenario import ACCESS_RANK, Scenario  # noqa: PLC0415 (import cycle)
+
+    problems: list[Problem] = []
+    sc = None
+    if plan.scenario:
+        try:
+            sc = Scenario.model_validate(plan.scenario)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            problems.append(Problem(file, f"embedded scenario is invalid: {err['msg']}", "plan",
+                                    "scenario." + ".".join(str(x) for x in err["loc"])))
+    tiers = sc.available_tiers(kb) if sc is not None else None
+    access = sc.effective_teacher_access(kb)[0] if sc is not None else ("logits" if plan.teacher else "none")
+    student = kb.models.get(plan.base_model)
+    teacher = kb.models.get(plan.teacher) if plan.teacher else None
+    for i, step in enumerate(plan.steps):
+        m = kb.methods.get(step.method)
+        if m is None:
+            continue
+        label, where = f"step {i + 1} ({step.method})", f"steps[{i}].method"
+        need = m.requires
+        if need.teacher.value != "none" and not plan.teacher:
+            problems.append(Problem(file, f"needs a teacher ({need.teacher.value} access); the plan "
+                                          "names none (field 'teacher')", label, where))
+        elif ACCESS_RANK[need.teacher.value] > ACCESS_RANK[access]:
+            problems.append(Problem(file, f"needs teacher {need.teacher.value} access; the scenario "
+                                          f"gives {access}", label, where))
+        if need.tokenizer_match and plan.teacher:
+            st = student.tokenizer if student else None
+            tt = (teacher.tokenizer if teacher else None) or (sc.teacher.tokenizer if sc else None)
+            if st is None or tt is None or st != tt:
+                problems.append(Problem(file, f"needs teacher and student to share a tokenizer: "
+                                              f"teacher '{plan.teacher}' uses {tt or 'an unknown one'}, "
+                                              f"student '{plan.base_model}' uses {st or 'an unknown one'}",
+                                        label, where))
+        tier = need.data.value
+        if tiers is not None and tier != "none" and tier not in tiers:
+            problems.append(Problem(file, f"needs data tier '{tier}'; the plan's scenario provides "
+                                          f"{', '.join(sorted(tiers - {'none'})) or 'none'}",
+                                    label, where))
     return problems
 
 

@@ -1,0 +1,258 @@
+"""Corpora: train / validation / calibration token streams from the bundled text or a user file,
+and the byte-level BPE tokenizer that tiny models use.
+
+Default text: the standard library's `pydoc_data.topics` (about 465 K characters of English prose,
+PSF licence): nothing to download. Paragraphs are grouped into chunks of about 1,000 characters
+and the chunks split 90/5/5 with a seeded shuffle, so the splits are deterministic and disjoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from functools import lru_cache
+from pathlib import Path
+
+from slmrec.errors import Problem, SlmrecError
+
+SPLITS = ("train", "validation", "calibration")
+CHUNK_CHARS = 1000
+MIN_TOKENS = 48
+EOS, BOS = "<|endoftext|>", "<|bos|>"
+
+
+def bundled_texts() -> list[str]:
+    from pydoc_data.topics import topics
+    return [topics[k] for k in sorted(topics)]
+
+
+def _chunks(texts: list[str]) -> list[str]:
+    """Paragraphs grouped into ~CHUNK_CHARS pieces, never across documents; repeated pieces
+    are kept once so no text is in two splits."""
+    out: list[str] = []
+    for text in texts:
+        cur = ""
+        for para in text.split("\n\n"):
+            if not para.strip():
+                continue
+            cur = f"{cur}\n\n{para}" if cur else para
+            if len(cur) >= CHUNK_CHARS:
+                out.append(cur)
+                cur = ""
+        if cur.strip():
+            out.append(cur)
+    return list(dict.fromkeys(out))
+
+
+class Corpus:
+    """Token streams per split (1-D LongTensors, documents joined by EOS) plus the raw texts.
+
+    `pairs[split]` holds (prompt, response) tuples when the source was an instruction .jsonl.
+    """
+
+    def __init__(self, tokenizer, texts: dict[str, list[str]], pairs: dict[str, list[tuple[str, str]]],
+                 source: str):
+        import torch
+        self.tokenizer, self.texts, self.source = tokenizer, texts, source
+        self.pair_splits = pairs
+        eos = tokenizer.eos_token_id
+        self.streams = {}
+        for split in SPLITS:
+            ids: list[int] = []
+            for doc in (tokenizer(texts[split], add_special_tokens=False)["input_ids"] if texts[split] else []):
+                ids.extend(doc)
+                if eos is not None:
+                    ids.append(eos)
+            self.streams[split] = torch.tensor(ids, dtype=torch.long)
+
+    @property
+    def train(self):
+        return self.streams["train"]
+
+    @property
+    def validation(self):
+        return self.streams["validation"]
+
+    @property
+    def calibration(self):
+        return self.streams["calibration"]
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return self.pair_splits.get("train", [])
+
+    def blocks(self, split: str, seq_len: int, n: int):
+        """The first n non-overlapping blocks (n, seq_len) of a split: fixed, for evaluation.
+
+        Fewer when the split is short; a split shorter than seq_len gives one shorter block.
+        """
+        stream = self.streams[split]
+        if len(stream) <= seq_len:
+            return stream[None, :]
+        k = max(1, min(n, len(stream) // seq_len))
+        return stream[: k * seq_len].view(k, seq_len)
+
+    def sample(self, split: str, seq_len: int, batch_size: int, generator):
+        """Random windows (batch_size, seq_len) for training; `generator` makes them repeatable."""
+        import torch
+        stream = self.streams[split]
+        seq_len = min(seq_len, len(stream) - 1)
+        starts = torch.randint(0, len(stream) - seq_len, (batch_size,), generator=generator)
+        return torch.stack([stream[s: s + seq_len] for s in starts.tolist()])
+
+    def prompts(self, split: str, n: int, max_tokens: int = 32) -> list[str]:
+        """Short text prompts (pair prompts when present, else document openings)."""
+        if self.pair_splits.get(split):
+            return [p for p, _ in self.pair_splits[split][:n]]
+        out = []
+        for text in self.texts[split][:n]:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+            out.append(self.tokenizer.decode(ids))
+        return out
+
+    def pair_examples(self, split: str, seq_len: int):
+        """(input_ids, labels) of the pairs, prompt tokens masked with -100 in labels, padded."""
+        import torch
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        ids_out, labels_out = [], []
+        for prompt, response in self.pair_splits.get(split, []):
+            p = tok(format_prompt(prompt), add_special_tokens=False)["input_ids"]
+            r = tok(response, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
+            ids, labels = (p + r)[:seq_len], ([-100] * len(p) + r)[:seq_len]
+            fill = seq_len - len(ids)
+            ids_out.append(ids + [pad] * fill)
+            labels_out.append(labels + [-100] * fill)
+        return torch.tensor(ids_out, dtype=torch.long), torch.tensor(labels_out, dtype=torch.long)
+
+
+def format_prompt(prompt: str) -> str:
+    return prompt.rstrip() + "\n"
+
+
+def load_corpus(tokenizer, path: str | None = None, seed: int = 0) -> Corpus:
+    """The bundled text (path None), a .txt file, or a .jsonl of {"text"} / {"prompt","response"}."""
+    pairs: list[tuple[str, str]] = []
+    if path is None:
+        docs, source = _chunks(bundled_texts()), "pydoc_data.topics"
+    else:
+        p = Path(path).expanduser()
+        source = str(p)
+        if not p.is_file():
+            raise SlmrecError.one(source, "corpus file not found" if not p.exists() else "not a file")
+        if p.suffix not in (".txt", ".jsonl"):
+            raise SlmrecError.one(source, f"unsupported corpus type '{p.suffix or 'none'}'; valid: .txt, .jsonl")
+        try:
+            raw = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise SlmrecError.one(source, f"not UTF-8 text (byte {e.start})") from None
+        if not raw.strip():
+            raise SlmrecError.one(source, "empty file: no text to train or evaluate on")
+        if p.suffix == ".txt":
+            docs = _chunks([raw])
+        else:
+            docs, pairs = _read_jsonl(source, raw)
+    texts, pair_splits = _split(docs, pairs, seed)
+    corpus = Corpus(tokenizer, texts, pair_splits, source)
+    total = sum(len(s) for s in corpus.streams.values())
+    if total < MIN_TOKENS:
+        raise SlmrecError.one(source, f"too little text: {total} tokens, need at least {MIN_TOKENS}")
+    if min(len(s) for s in corpus.streams.values()) == 0:
+        corpus = _split_stream(corpus)
+    return corpus
+
+
+def _read_jsonl(source: str, raw: str):
+    docs, pairs, problems = [], [], []
+    for n, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(Problem(source, f"invalid JSON ({e.msg} at column {e.colno})", line=n))
+            continue
+        if not isinstance(rec, dict):
+            problems.append(Problem(source, "expected an object with 'text', or 'prompt' and 'response'", line=n))
+        elif "prompt" in rec or "response" in rec:
+            bad = [k for k in ("prompt", "response") if not isinstance(rec.get(k), str)]
+            if bad:
+                problems.append(Problem(source, f"missing or non-string '{bad[0]}' (a pair needs "
+                                        "string 'prompt' and 'response')", field=bad[0], line=n))
+            else:
+                pairs.append((rec["prompt"], rec["response"]))
+                docs.append(format_prompt(rec["prompt"]) + rec["response"])
+        elif isinstance(rec.get("text"), str):
+            docs.append(rec["text"])
+            pairs.append(None)  # keeps pairs aligned with docs
+        else:
+            keys = ", ".join(map(repr, rec)) or "none"
+            problems.append(Problem(source, f"missing key 'text' (or 'prompt' and 'response'); found {keys}",
+                                    field="text", line=n))
+        if len(problems) >= 10:
+            break
+    if problems:
+        raise SlmrecError(problems)
+    if not docs:
+        raise SlmrecError.one(source, "no records: every line is blank")
+    return docs, pairs
+
+
+def _split(docs: list[str], pairs: list, seed: int):
+    """90/5/5 by document with a seeded shuffle (pairs follow their documents)."""
+    order = list(range(len(docs)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(0.05 * len(docs))) if len(docs) >= 3 else 0
+    cuts = {"validation": order[:n_val], "calibration": order[n_val: 2 * n_val], "train": order[2 * n_val:]}
+    texts = {s: [docs[i] for i in sorted(idx)] for s, idx in cuts.items()}
+    pair_splits = {}
+    if any(pairs):  # aligned with docs; None for plain-text records
+        pair_splits = {s: [pairs[i] for i in sorted(idx) if pairs[i]] for s, idx in cuts.items()}
+    return texts, pair_splits
+
+
+def _split_stream(corpus: Corpus) -> Corpus:
+    """Too few documents to split by document: split the joined token stream 90/5/5 instead."""
+    import torch
+    stream = torch.cat([corpus.streams[s] for s in SPLITS])
+    n = len(stream)
+    a, b = int(n * 0.9), int(n * 0.95)
+    corpus.streams = {"train": stream[:a], "validation": stream[a:b], "calibration": stream[b:]}
+    return corpus
+
+
+# ---- tokenizer for tiny models ------------------------------------------------------------------
+
+@lru_cache(maxsize=8)
+def _bpe_json(vocab: int) -> str:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    from runners.models import cache_root
+    cached = cache_root() / "tokenizers" / f"bpe-{vocab}.json"
+    if cached.is_file():
+        return cached.read_text()
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOS, BOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(bundled_texts(), trainer)
+    text = tok.to_str()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, cached)  # atomic: concurrent test workers never read half a file
+    return text
+
+
+def bpe_tokenizer(vocab: int = 512):
+    """A byte-level BPE tokenizer (eos = pad = id 0, bos = id 1) trained on the bundled corpus."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+    if vocab < 260:
+        raise SlmrecError.one("<tiny_model>", f"vocab {vocab} too small: byte-level BPE needs at least 260",
+                              field="vocab")
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_bpe_json(vocab)),
+                                  eos_token=EOS, bos_token=BOS, pad_token=EOS)
+    return tok

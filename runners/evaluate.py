@@ -1,0 +1,151 @@
+"""evaluate: perplexity on a fixed validation slice, serialised size, parameters, sparsity,
+prefill and decode latency, and peak inference memory, under stable metric names."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from runners.base import Runner, RunnerParams, StepContext, StepResult
+from runners.models import model_stats
+from runners.training import base_model, oom_guard
+
+
+@torch.no_grad()
+def perplexity(model, corpus, seq_len: int = 256, n_blocks: int = 8, batch_size: int = 4,
+               split: str = "validation") -> float:
+    """exp(mean next-token NLL) over the first n_blocks blocks of a split: fixed, comparable."""
+    model.eval()
+    blocks = corpus.blocks(split, seq_len, n_blocks)
+    nll, count = 0.0, 0
+    for i in range(0, len(blocks), batch_size):
+        ids = blocks[i: i + batch_size]
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        nll += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"))
+        count += ids[:, 1:].numel()
+    return float(torch.exp(torch.tensor(nll / count)))
+
+
+def _rss() -> int:
+    import psutil
+    return psutil.Process().memory_info().rss
+
+
+class _PeakRss:
+    """Peak resident memory above the level at entry, sampled every millisecond.
+
+    Linux's VmHWM cannot be read relative to a point in time without resetting it for the whole
+    process, so a sampler thread is used instead; it may miss spikes shorter than ~1 ms.
+    """
+
+    def __enter__(self):
+        self.base = self.peak = _rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+    @property
+    def delta(self) -> int:
+        return max(0, self.peak - self.base)
+
+
+def _in_memory_bytes(model) -> int:
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    for m in model.modules():  # dynamic-int8 weights live in packed params, not parameters
+        w = getattr(m, "weight", None)
+        if callable(w) and "quantized" in type(m).__module__:
+            total += w().numel()
+    return total
+
+
+@torch.no_grad()
+def latency(model, vocab: int, prompt_len: int, new_tokens: int, repeats: int) -> dict[str, float]:
+    """Median prefill ms for prompt_len tokens and mean ms per greedily decoded token (KV cache)."""
+    model.eval()
+    ids = torch.randint(0, vocab, (1, prompt_len), generator=torch.Generator().manual_seed(0))
+    prefill, decode = [], []
+    with _PeakRss() as peak:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = model(input_ids=ids, use_cache=True)
+            prefill.append(time.perf_counter() - t0)
+            past, nxt = out.cache, out.logits[:, -1:].argmax(-1)
+            t0 = time.perf_counter()
+            for _ in range(new_tokens):
+                out = model(input_ids=nxt, cache=past, use_cache=True)
+                past, nxt = out.cache, out.logits[:, -1:].argmax(-1)
+            decode.append((time.perf_counter() - t0) / max(1, new_tokens))
+    return {"prefill_ms": 1000 * statistics.median(prefill),
+            "decode_ms_per_token": 1000 * statistics.median(decode),
+            "peak_memory_mb": (_in_memory_bytes(model) + peak.delta) / 1e6}
+
+
+def serialised_mb(model, tokenizer, workdir: Path) -> float:
+    """Write the checkpoint and measure its weight files (model + adapter) on disk."""
+    from runners.checkpoint import save_checkpoint
+    folder = Path(workdir) / ".size-probe"
+    save_checkpoint(model, tokenizer, folder)
+    try:
+        return sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 1e6
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class EvaluateParams(RunnerParams):
+    seq_len: int = Field(256, ge=8, le=8192, description="tokens per perplexity block")
+    ppl_blocks: int = Field(8, ge=1, le=1024, description="validation blocks for perplexity")
+    batch_size: int = Field(4, ge=1, le=256)
+    prompt_len: int = Field(64, ge=1, le=8192, description="prefill length for latency")
+    decode_tokens: int = Field(16, ge=1, le=1024, description="greedy tokens for decode latency")
+    repeats: int = Field(3, ge=1, le=50)
+    latency: bool = Field(True, description="measure prefill/decode latency and peak memory")
+    serialise: bool = Field(True, description="write the checkpoint to measure size on disk")
+
+
+class Evaluate(Runner):
+    id = "evaluate"
+    Params = EvaluateParams
+    summary = "perplexity, size, params, sparsity, latency and peak memory of the current model"
+
+    def run(self, ctx: StepContext, params: EvaluateParams) -> StepResult:
+        torch.manual_seed(ctx.seed)
+        model = ctx.model
+        stats = model_stats(model)
+        metrics = {k: stats[k] for k in ("params", "sparsity", "bits_per_weight", "size_mb")}
+        notes = []
+        with oom_guard("evaluate"):
+            ctx.progress(0, 3)
+            metrics["ppl"] = perplexity(model, ctx.corpus, params.seq_len, params.ppl_blocks, params.batch_size)
+            ctx.progress(1, 3)
+            if params.latency:
+                vocab = min(len(ctx.tokenizer), base_model(model).config.vocab_size)
+                metrics.update(latency(model, vocab, params.prompt_len, params.decode_tokens, params.repeats))
+                notes.append(f"latency on {torch.get_num_threads()} CPU threads; peak_memory_mb = "
+                             "weights in memory + sampled RSS rise during inference")
+            ctx.progress(2, 3)
+            if params.serialise:
+                metrics["size_mb"] = serialised_mb(model, ctx.tokenizer, ctx.workdir)
+            ctx.progress(3, 3)
+        return StepResult(model=model, metrics=metrics, notes=notes)

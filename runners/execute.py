@@ -1,0 +1,769 @@
+"""The plan executor: validate everything, then run the steps in order, measuring after each.
+
+    execute(plan, out_dir=..., model=None, data=None, resume=False, store=None, seed=0)
+
+1. Bind: every step to its runner and its parameters (KB defaults overlaid with the step's own,
+   validated by the runner's `Params`), checked together with the plan itself against the KB
+   (`slmrec.plan.validate_plan`), model and teacher sources and the predicted peak memory. All
+   problems are raised together as one `SlmrecError` before any model is loaded.
+2. Run: load the base model (or, with `resume`, the last intact checkpoint), the corpus and, only
+   when a step asks for it, the teacher. Each step runs under a fixed per-step seed, is measured
+   (`model_stats` plus the evaluate runner on a small validation slice), checkpointed atomically
+   into `out_dir/steps/NN-method/`, and recorded in `out_dir/state.json` and the run store.
+3. A failing step (StepFailed, non-finite loss or perplexity, out of memory, a parameter only the
+   model could reject) ends the run as `failed` with its reason; earlier checkpoints stay intact
+   and `resume` continues from the last of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import yaml
+from pydantic import ValidationError
+
+from runners.base import RunnerParams, StepContext, StepFailed
+from runners.registry import RUNNERS, get_runner_class
+from runners.report import RunReport, StepReport, write_reports
+from slmrec.errors import Problem, SlmrecError, did_you_mean
+from slmrec.kb import KB, load_kb
+from slmrec.plan import Plan, load_plan, validate_plan
+
+STATE_FORMAT = 1
+# Runners that leave the model as it is: no new checkpoint, their metrics are the measurement.
+READ_ONLY_RUNNERS = frozenset({"evaluate", "export", "load-pretrained"})
+# The per-step measurement: a small validation slice, so that measuring never dominates a run.
+MEASURE_PARAMS: dict[str, Any] = {"seq_len": 128, "ppl_blocks": 4, "batch_size": 4,
+                                  "prompt_len": 16, "decode_tokens": 4, "repeats": 1,
+                                  "latency": True, "serialise": False}
+# Latency metrics a following evaluate step measures on the very same model (see _run_step).
+LATENCY_METRICS = ("prefill_ms", "decode_ms_per_token", "peak_memory_mb")
+COMPARABLE_METRICS = ("params", "size_mb", "sparsity", "bits_per_weight", "ppl", "train_loss")
+
+
+# ------------------------------------------------------------------------------------------------
+# Binding and validation (no model is loaded here)
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BoundStep:
+    index: int
+    method: str
+    runner_id: str
+    runner_cls: type
+    params: RunnerParams
+    predicted: dict[str, dict]
+
+    @property
+    def label(self) -> str:
+        return f"step {self.index + 1} ({self.method})"
+
+    @property
+    def folder(self) -> str:
+        return f"{self.index + 1:02d}-{self.method}"
+
+    @property
+    def params_dict(self) -> dict[str, Any]:
+        return self.params.model_dump(mode="json")
+
+
+def plan_hash(plan: Plan) -> str:
+    """Hash of what the run executes (base model, teacher, steps with parameters): editing
+    predictions or explanations does not invalidate a resumable run, changing a step does."""
+    core = {"base_model": plan.base_model, "teacher": plan.teacher,
+            "steps": [{"method": s.method, "params": s.params} for s in plan.steps]}
+    return hashlib.sha256(json.dumps(core, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def resolve_model_source(name: str, kb: KB | None = None) -> str | None:
+    """A loadable source for `name`: a bundled model id, an existing folder, or a KB catalog
+    model with local weights; None when nothing here can load it."""
+    from runners.models import BUNDLED_MODELS
+
+    if name in BUNDLED_MODELS:
+        return name
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path)
+    card = kb.models.get(name) if kb is not None else None
+    if card is not None and card.local and card.local in BUNDLED_MODELS:
+        return card.local
+    return None
+
+
+def _source_problem(name: str, kb: KB, file: str, record: str, fld: str) -> Problem | None:
+    if resolve_model_source(name, kb) is not None:
+        return None
+    from runners.models import BUNDLED_MODELS
+
+    bundled = ", ".join(sorted(BUNDLED_MODELS)) or "none"
+    if name in kb.models:
+        msg = (f"model '{name}' is in the catalog but has no weights on this machine; pass "
+               f"--model with a bundled model ({bundled}) or a local folder")
+    else:
+        msg = (f"cannot load model '{name}': not a bundled model ({bundled}), not an existing "
+               f"folder{did_you_mean(name, list(BUNDLED_MODELS) + list(kb.models))}")
+    return Problem(file, msg, record, fld)
+
+
+def bind_plan(plan: Plan, kb: KB, *, file: str = "<plan>", model: str | None = None,
+              data: str | os.PathLike | None = None) -> list[BoundStep]:
+    """Validate the whole plan for execution; return the bound steps or raise every problem."""
+    problems = list(validate_plan(plan, kb, file))
+    executable = sorted(m.id for m in kb.methods.values() if m.runner and m.plannable)
+    bound: list[BoundStep] = []
+    for i, step in enumerate(plan.steps):
+        label, where = f"step {i + 1} ({step.method})", f"steps[{i}]"
+        method = kb.methods.get(step.method)
+        if method is None:
+            continue  # validate_plan reported it
+        if not method.runner:
+            problems.append(Problem(file, f"method '{method.id}' is not executable here (no "
+                                    f"runner); executable methods: {', '.join(executable) or 'none'}",
+                                    label, f"{where}.method"))
+            continue
+        if method.runner not in RUNNERS:
+            problems.append(Problem(file, f"method '{method.id}' names runner '{method.runner}', "
+                                    f"which is not registered{did_you_mean(method.runner, RUNNERS)}",
+                                    label, f"{where}.method"))
+            continue
+        try:
+            cls = get_runner_class(method.runner)
+        except Exception as exc:  # a broken runner module: a problem of this plan's step
+            problems.append(Problem(file, f"runner '{method.runner}' cannot be loaded: "
+                                    f"{type(exc).__name__}: {exc}", label, f"{where}.method"))
+            continue
+        merged = {n: spec.default for n, spec in method.params.items() if spec.default is not None}
+        merged.update(step.params)
+        try:
+            params = cls.Params.model_validate(merged)
+        except ValidationError as exc:
+            valid = ", ".join(cls.Params.model_fields) or "none"
+            for err in exc.errors():
+                name = str(err["loc"][0]) if err["loc"] else "?"
+                origin = "" if name in step.params else f" (the KB default of method '{method.id}')"
+                if err["type"] == "extra_forbidden":
+                    msg = (f"runner '{method.runner}' does not accept parameter '{name}'{origin}"
+                           f"{did_you_mean(name, cls.Params.model_fields)}; valid: {valid}")
+                elif err["type"] == "missing":
+                    msg = f"runner '{method.runner}' needs parameter '{name}'; valid: {valid}"
+                else:
+                    msg = f"bad value {err.get('input')!r}{origin}: {err['msg']}"
+                problems.append(Problem(file, msg, label, f"{where}.params.{name}"))
+            continue
+        bound.append(BoundStep(i, method.id, method.runner, cls, params,
+                               {k: p.model_dump(mode="json") for k, p in step.predicted.items()}))
+    if model is not None:
+        p = _source_problem(model, kb, "--model", None, None)
+        if p:
+            problems.append(p)
+    elif plan.base_model in kb.models or Path(plan.base_model).expanduser().exists() \
+            or resolve_model_source(plan.base_model, kb):
+        p = _source_problem(plan.base_model, kb, file, "plan", "base_model")
+        if p:
+            problems.append(p)
+    if plan.teacher is not None and any(b.runner_cls.needs_teacher for b in bound):
+        p = _source_problem(plan.teacher, kb, file, "plan", "teacher")
+        if p:
+            problems.append(p)
+    if data is not None and not Path(data).expanduser().exists():
+        problems.append(Problem("--data", f"corpus file '{data}' does not exist"))
+    if problems:
+        raise SlmrecError(problems)
+    return bound
+
+
+def predicted_peak_mb(plan: Plan) -> float | None:
+    """The plan's predicted peak memory: the plan-level figure or the largest step figure."""
+    figures = []
+    for preds, key in [(plan.predicted, "peak_memory_mb")] + \
+            [(s.predicted, "step_peak_memory_mb") for s in plan.steps]:
+        p = preds.get(key)
+        if p is not None:
+            v = p.value if p.value is not None else p.high
+            if v is not None:
+                figures.append(float(v))
+    return max(figures) if figures else None
+
+
+def check_memory(plan: Plan, file: str = "<plan>") -> None:
+    need = predicted_peak_mb(plan)
+    have = psutil.virtual_memory().available / 2**20
+    if need is not None and need > have:
+        raise SlmrecError.one(file, f"the plan predicts a peak memory of {need:,.0f} MB but this "
+                              f"machine has {have:,.0f} MB available; free memory, choose a "
+                              "smaller plan, or pass --allow-memory-overrun to try anyway",
+                              "plan", "predicted.peak_memory_mb")
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers for the run
+# ------------------------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _seed_all(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _hardware() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "torch": torch.__version__.split("+")[0]}
+
+
+def _resident_mb(model) -> float:
+    """Bytes of the model's tensors in memory (shared tensors once; torch.ao packed weights)."""
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.data_ptr() not in seen:
+            seen.add(t.data_ptr())
+            total += t.numel() * t.element_size()
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if callable(w) and "quantized" in type(m).__module__:
+            total += w().numel()
+    return total / 1e6
+
+
+class PeakRSS:
+    """Samples this process's resident memory in a thread. `.peak_mb` is the absolute peak,
+    `.rise_mb` the peak above the level at entry (what the block itself needed)."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval, self.peak = interval, 0
+        self._proc, self._stop = psutil.Process(), threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak = self.start = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 1e6
+
+    @property
+    def rise_mb(self) -> float:
+        return max(0, self.peak - self.start) / 1e6
+
+
+def _floats(metrics: dict) -> dict[str, float]:
+    out = {}
+    for k, v in (metrics or {}).items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            try:
+                v = float(v)  # 0-d tensors, numpy scalars
+            except (TypeError, ValueError):
+                continue
+        out[k] = float(v)
+    return out
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    oom = getattr(torch, "OutOfMemoryError", ())
+    return isinstance(exc, MemoryError) or (oom and isinstance(exc, oom)) or \
+        (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+class _Measurer:
+    """The per-step probe: model_stats plus the evaluate runner on a small, fixed validation
+    slice (no serialisation: model_stats already counts the stored bytes)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._eval = self._params = None
+
+    def __call__(self, model, tokenizer, corpus, workdir: Path,
+                 latency: bool = True) -> dict[str, float]:
+        if self._eval is None:
+            cls = get_runner_class("evaluate")
+            known = set(cls.Params.model_fields)
+            self._eval = cls()
+            self._params = cls.Params.model_validate(
+                {k: v for k, v in MEASURE_PARAMS.items() if k in known})
+        params = self._params
+        if not latency and "latency" in type(params).model_fields:
+            params = params.model_copy(update={"latency": False})
+        ctx = StepContext(model=model, tokenizer=tokenizer, corpus=corpus, workdir=workdir,
+                          seed=self.seed, log=lambda msg: None)
+        _seed_all(self.seed)
+        metrics = _floats(self._eval.run(ctx, params).metrics)  # includes model_stats
+        if "ppl" in metrics:
+            metrics["probe_ppl"] = metrics["ppl"]
+        return metrics
+
+
+@dataclass
+class _Live:
+    """What the loop carries from step to step."""
+
+    model: Any
+    tokenizer: Any
+    corpus: Any
+    load_teacher: Callable[[], Any]
+    measure: _Measurer
+    out: Path
+    data: str | None
+    seed: int
+    progress: bool
+    say: Callable[[str], None]
+
+
+# ------------------------------------------------------------------------------------------------
+# The executor
+# ------------------------------------------------------------------------------------------------
+
+
+def execute(plan: Plan | str | os.PathLike, *, out_dir: str | os.PathLike, kb: KB | None = None,
+            model: str | None = None, data: str | os.PathLike | None = None,
+            resume: bool = False, store: Any = None, allow_memory_overrun: bool = False,
+            seed: int = 0, plan_file: str | None = None, progress: bool = True,
+            log: Callable[[str], None] | None = None) -> RunReport:
+    """Run `plan` into `out_dir`; return the report (status completed or failed).
+
+    `store`: a RunStore, a path, None for the default store ($SLMREC_STORE or
+    ~/.local/share/slmrec/runs.sqlite) or False for none. User mistakes raise SlmrecError before
+    anything heavy happens; a failing step does not raise: the report says `failed`, and why.
+    Ctrl-C records the run as interrupted (resumable) and re-raises KeyboardInterrupt.
+    """
+    from tqdm.auto import tqdm
+
+    from slmrec.evidence import RunStore
+
+    if not isinstance(plan, Plan):
+        plan_file = plan_file or str(plan)
+        plan = load_plan(plan)
+    file = plan_file or "<plan>"
+    kb = kb if kb is not None else load_kb()
+    out = Path(out_dir).expanduser()
+    data = None if data is None else str(Path(data).expanduser())
+
+    def say(msg: str) -> None:
+        (log or tqdm.write)(msg)
+
+    bound = bind_plan(plan, kb, file=file, model=model, data=data)
+    if not allow_memory_overrun:
+        check_memory(plan, file)
+    source = resolve_model_source(model or plan.base_model, kb)
+    assert source is not None  # bind_plan checked it
+    digest = plan_hash(plan)
+    key = {"plan_hash": digest, "model": source, "data": data, "seed": seed}
+    state_path = out / "state.json"
+    state = None
+    if resume:
+        state = _read_state(state_path, key)
+    elif state_path.exists():
+        raise SlmrecError.one(str(out), "this folder already holds a run (state.json); pass "
+                              "--resume to continue it, or choose another --out folder")
+    run_store = None if store is False else store if isinstance(store, RunStore) \
+        else RunStore(store)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "steps").mkdir(exist_ok=True)
+    (out / "plan.yaml").write_text(plan.to_yaml(), encoding="utf-8")
+
+    report = _new_report(plan, kb, bound, state, out, source, digest, seed)
+    _open_in_store(report, run_store, plan, kb, state, digest, source, out, seed)
+    teacher_steps = [b for b in bound if b.runner_cls.needs_teacher]
+    teacher_source = resolve_model_source(plan.teacher, kb) if plan.teacher else source
+    report.teacher = teacher_source if teacher_steps else None
+    if teacher_steps and plan.teacher is None:
+        note = (f"the plan names no teacher: {', '.join(b.label for b in teacher_steps)} distil "
+                f"from the base model '{source}' itself")
+        if note not in report.notes:
+            report.notes.append(note)
+
+    def save_state() -> None:
+        _atomic_json(state_path, {"format": STATE_FORMAT, **key, "report": report.to_dict()})
+
+    t_run = time.perf_counter()
+    user_error: SlmrecError | None = None
+    try:
+        from runners.data import load_corpus
+        from runners.models import load_checkpoint, load_model
+
+        start, model_obj, tok = _restore(report, out, say, load_checkpoint)
+        if model_obj is None:
+            say(f"loading base model {source}")
+            model_obj, tok = load_model(source)
+        teacher_cache: dict[str, Any] = {}
+
+        def load_teacher():
+            if "model" not in teacher_cache:
+                say(f"loading teacher {teacher_source}")
+                teacher_cache["model"] = load_model(teacher_source)
+            return teacher_cache["model"]
+
+        live = _Live(model_obj, tok, load_corpus(tok, path=data, seed=seed), load_teacher,
+                     _Measurer(seed), out, data, seed, progress, say)
+        if not report.base_metrics:
+            say("measuring the input model")
+            report.base_metrics = live.measure(live.model, live.tokenizer, live.corpus,
+                                               out / "work" / "00-input")
+        save_state()
+        bar = tqdm(total=len(bound), initial=start, desc="plan", unit="step",
+                   disable=not progress, position=0)
+        try:
+            for b in bound[start:]:
+                bar.set_postfix_str(b.label)
+                srep = report.steps[b.index]
+                inputs = report.base_metrics if b.index == 0 else report.steps[b.index - 1].metrics
+                following = bound[b.index + 1] if b.index + 1 < len(bound) else None
+                try:
+                    reason = _run_step(b, srep, inputs, live, report, following)
+                except KeyboardInterrupt:
+                    report.failed_step = b.index
+                    raise
+                if reason is not None:
+                    srep.status, srep.reason = "failed", reason
+                    report.status, report.failed_step = "failed", b.index
+                    report.reason = f"{b.label} failed: {reason}"
+                    if run_store is not None:
+                        run_store.record_step(report.run_id, b.index, b.method, status="failed",
+                                              reason=reason, runner=b.runner_id,
+                                              params=b.params_dict)
+                    say(f"error: {report.reason}")
+                    break
+                done = [b]
+                if b.index > 0 and _backfill(report.steps[b.index - 1], srep):
+                    done.insert(0, bound[b.index - 1])
+                for d in done if run_store is not None else ():
+                    ds = report.steps[d.index]
+                    run_store.record_step(
+                        report.run_id, d.index, d.method, metrics=ds.metrics,
+                        predicted=d.predicted, status="completed", runner=d.runner_id,
+                        params=d.params_dict, wall_s=ds.wall_s, checkpoint=ds.checkpoint,
+                        context=_context(report, d, report.base_metrics if d.index == 0
+                                         else report.steps[d.index - 1].metrics))
+                save_state()
+                bar.update(1)
+                if teacher_cache and not any(t.index > b.index for t in teacher_steps):
+                    teacher_cache.clear()  # the last step that needed the teacher is done
+        finally:
+            bar.close()
+        if report.status == "running":
+            report.status = "completed"
+    except KeyboardInterrupt:
+        report.status, report.reason = "interrupted", "interrupted by the user"
+    except SlmrecError as exc:  # e.g. an unreadable model folder: recorded, then raised
+        report.status, user_error = "failed", exc
+        report.reason = "; ".join(str(p) for p in exc.problems)
+    except Exception as exc:  # noqa: BLE001  (outside any step: loading, the corpus)
+        report.status = "failed"
+        report.reason = f"{type(exc).__name__}: {exc} (traceback in error.log)"
+        _log_error(out, "run")
+    finally:
+        report.finished = _now()
+        report.wall_s = time.perf_counter() - t_run
+        _finalise(report)
+        save_state()
+        write_reports(report, out)
+        if run_store is not None and report.run_id is not None:
+            if report.final_metrics:
+                run_store.record_step(report.run_id, None, "plan", metrics=report.final_metrics,
+                                      predicted=report.final_predicted,
+                                      context=_context(report, None, report.base_metrics))
+            run_store.finish_run(report.run_id, report.status, report.reason)
+    if report.status == "interrupted":
+        raise KeyboardInterrupt
+    if user_error is not None:
+        raise user_error
+    return report
+
+
+def _new_report(plan, kb, bound, state, out, source, digest, seed) -> RunReport:
+    report = RunReport.from_dict(state["report"]) if state else \
+        RunReport(status="running", out_dir=str(out))
+    report.status, report.reason, report.failed_step = "running", None, None
+    report.out_dir, report.plan_name, report.plan_hash = str(out), plan.name, digest
+    report.kb_version, report.base_model, report.seed = kb.version, source, seed
+    report.started, report.finished = _now(), None
+    report.hardware = {**_hardware(), **({"profile": plan.hardware} if plan.hardware else {})}
+    report.final_predicted = {k: p.model_dump(mode="json") for k, p in plan.predicted.items()}
+    old = {s.index: s for s in report.steps}
+    report.steps = [old.get(b.index) or StepReport(b.index, b.method) for b in bound]
+    for b, s in zip(bound, report.steps):
+        s.method, s.runner, s.params, s.predicted = b.method, b.runner_id, b.params_dict, b.predicted
+        if s.status != "completed":
+            s.status, s.reason = "pending", None
+    return report
+
+
+def _open_in_store(report, run_store, plan, kb, state, digest, source, out, seed) -> None:
+    """The run's id in the store: the same id when resuming a run the store knows."""
+    if run_store is None:
+        report.store = report.run_id = None
+        return
+    report.store = str(run_store.path)
+    if state and report.run_id is not None:
+        try:
+            if run_store.run(report.run_id)["plan_hash"] == digest:
+                run_store.reopen_run(report.run_id)
+                return
+        except SlmrecError:
+            pass
+    report.run_id = run_store.start_run(plan_yaml=plan.to_yaml(), plan_hash=digest,
+                                        base_model=source, kb_version=kb.version, out_dir=out,
+                                        name=plan.name, seed=seed)
+
+
+def _log_error(out: Path, what: str) -> None:
+    with open(out / "error.log", "a", encoding="utf-8") as fh:
+        fh.write(f"--- {_now()} {what}\n{traceback.format_exc()}\n")
+
+
+def _measures_latency(b: BoundStep | None) -> bool:
+    return b is not None and b.runner_id == "evaluate" and getattr(b.params, "latency", False)
+
+
+def _backfill(prev: StepReport, srep: StepReport) -> bool:
+    """An evaluate step measured latency on the model the step before produced: that step's probe
+    skipped latency (see _run_step), so it takes these figures. True when anything was added."""
+    if srep.runner != "evaluate" or prev.status != "completed":
+        return False
+    added = {k: srep.metrics[k] for k in LATENCY_METRICS
+             if k in srep.metrics and k not in prev.metrics}
+    prev.metrics.update(added)
+    return bool(added)
+
+
+def _run_step(b: BoundStep, srep: StepReport, inputs: dict, live: _Live, report: RunReport,
+              following: BoundStep | None = None) -> str | None:
+    """Run, check, measure and checkpoint one step; update `live` and `srep`. Returns None on
+    success, else why the step failed (KeyboardInterrupt propagates).
+
+    The probe after the step skips latency when the next step is an evaluate that measures it
+    on the same model anyway (decoding is the slowest part of a probe on CPU)."""
+    from tqdm.auto import tqdm
+
+    workdir = live.out / "work" / b.folder
+    workdir.mkdir(parents=True, exist_ok=True)
+    step_bar = tqdm(desc=f"  {b.method}", total=0, leave=False, disable=not live.progress,
+                    position=1)
+
+    def on_progress(done: int, total: int) -> None:
+        if step_bar.total != total:
+            step_bar.total = total
+        step_bar.n = done
+        step_bar.refresh()
+
+    ctx = StepContext(model=live.model, tokenizer=live.tokenizer, corpus=live.corpus,
+                      workdir=workdir, seed=live.seed + b.index, progress=on_progress,
+                      log=live.say,
+                      load_teacher=live.load_teacher if b.runner_cls.needs_teacher else None)
+    try:
+        _seed_all(live.seed * 1000 + b.index)
+        resident = _resident_mb(live.model)
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            result = b.runner_cls().run(ctx, b.params)
+            wall = time.perf_counter() - t0
+        if result is None or result.model is None:
+            raise StepFailed(f"runner '{b.runner_id}' returned no model")
+        metrics = _floats(result.metrics)
+        for k in ("train_loss", "first_loss", "loss", "distill_loss"):
+            if k in metrics and not math.isfinite(metrics[k]):
+                raise StepFailed(f"training diverged: {k} is {metrics[k]} (lower the learning "
+                                 "rate or check the data)")
+        live.model = result.model
+        if result.tokenizer is not None and result.tokenizer is not live.tokenizer:
+            from runners.data import load_corpus
+
+            live.tokenizer = result.tokenizer
+            live.corpus = load_corpus(live.tokenizer, path=live.data, seed=live.seed)
+        t1 = time.perf_counter()
+        read_only = b.runner_id in READ_ONLY_RUNNERS and b.index > 0
+        if read_only:  # the model is unchanged: reuse the previous probe, keep the step's own
+            prev = report.steps[b.index - 1].metrics
+            measured = {**{k: v for k, v in prev.items() if k not in _STEP_ONLY}, **metrics}
+        else:
+            measured = {**metrics, **live.measure(live.model, live.tokenizer, live.corpus,
+                                                  workdir, not _measures_latency(following))}
+        for k in ("ppl", "probe_ppl"):
+            if k in measured and not math.isfinite(measured[k]):
+                raise StepFailed(f"perplexity is {measured[k]} after the step: the model no "
+                                 "longer produces finite outputs")
+        if measured.get("probe_ppl") and inputs.get("probe_ppl"):
+            measured["quality_loss_pct"] = 100 * (measured["probe_ppl"] / inputs["probe_ppl"] - 1)
+        measured.update(wall_s=wall, measure_s=time.perf_counter() - t1,
+                        step_peak_memory_mb=resident + mem.rise_mb, rss_peak_mb=mem.peak_mb)
+        if read_only:
+            ckpt = report.steps[b.index - 1].checkpoint
+        elif b.runner_id in READ_ONLY_RUNNERS:
+            ckpt = None
+        else:
+            ckpt = _checkpoint(live.model, live.tokenizer, live.out / "steps", b.folder)
+        measured["checkpoint_s"] = time.perf_counter() - t1 - measured["measure_s"]
+    except KeyboardInterrupt:
+        raise
+    except StepFailed as exc:
+        return str(exc) or "the step failed"
+    except SlmrecError as exc:
+        return "; ".join(p.message for p in exc.problems)
+    except Exception as exc:  # noqa: BLE001  (a failing step must not lose the run)
+        _log_error(live.out, b.label)
+        if _is_oom(exc):
+            reason = f"out of memory: {exc}"
+        elif isinstance(exc, (ValueError, TypeError, ValidationError)):
+            reason = f"bad parameter or input discovered while running: {exc}"
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        return reason + " (traceback in error.log)"
+    finally:
+        step_bar.close()
+    srep.status, srep.reason, srep.wall_s, srep.metrics = "completed", None, wall, measured
+    srep.checkpoint, srep.resumed = ckpt, False
+    srep.artifacts = {k: str(v) for k, v in (result.artifacts or {}).items()}
+    srep.notes = list(result.notes or [])
+    return None
+
+
+# Metrics that belong to one step and are not carried over to a following read-only step.
+_STEP_ONLY = frozenset({"train_loss", "first_loss", "wall_s", "measure_s", "checkpoint_s",
+                        "step_peak_memory_mb", "rss_peak_mb", "quality_loss_pct"})
+
+
+def _context(report: RunReport, b: BoundStep | None, inputs: dict) -> dict:
+    return {"base_model": report.base_model, "base_params": report.base_metrics.get("params"),
+            "base_metrics": report.base_metrics, "input_metrics": inputs,
+            "hardware": report.hardware, "params": b.params_dict if b else {},
+            "runner": b.runner_id if b else None, "seed": report.seed,
+            "kb_version": report.kb_version}
+
+
+def _finalise(report: RunReport) -> None:
+    """Plan-level measurements of a completed run: the latest value of each metric over the
+    steps, total step wall time, the largest step peak and the quality change against the input."""
+    done = [s for s in report.steps if s.status == "completed"]
+    if report.status != "completed" or not done:
+        report.final_metrics = {}
+        return
+    final: dict[str, float] = {}
+    for s in done:
+        final.update({k: v for k, v in s.metrics.items() if k not in _STEP_ONLY})
+    final["wall_s"] = sum(s.wall_s or 0 for s in done)
+    for k in ("step_peak_memory_mb", "rss_peak_mb"):
+        final[k] = max(s.metrics.get(k, 0) for s in done)
+    if final.get("probe_ppl") and report.base_metrics.get("probe_ppl"):
+        final["quality_loss_pct"] = 100 * (final["probe_ppl"] / report.base_metrics["probe_ppl"] - 1)
+    report.final_metrics = final
+
+
+def _checkpoint(model, tokenizer, steps_dir: Path, name: str) -> str:
+    """save_checkpoint writes into a temporary folder and renames it into place (atomic)."""
+    from runners.models import save_checkpoint
+
+    save_checkpoint(model, tokenizer, steps_dir / name)
+    return str(Path("steps") / name)
+
+
+def _read_state(path: Path, key: dict) -> dict:
+    folder = str(path.parent)
+    if not path.is_file():
+        raise SlmrecError.one(folder, "nothing to resume: the folder holds no state.json; run "
+                              "without --resume to start")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        assert isinstance(state, dict) and isinstance(state.get("report"), dict)
+    except (OSError, ValueError, AssertionError):
+        raise SlmrecError.one(str(path), "state.json is unreadable; start the run again in a new "
+                              "--out folder") from None
+    diffs = []
+    names = {"plan_hash": "the plan's steps (plan hash)", "model": "--model", "data": "--data",
+             "seed": "the seed"}
+    for k, what in names.items():
+        if state.get(k) != key[k]:
+            diffs.append(f"{what} differs (run: {state.get(k)!r}, now: {key[k]!r})")
+    if diffs:
+        raise SlmrecError.one(str(path), "cannot resume a different run: " + "; ".join(diffs)
+                              + "; resume with the same plan and flags, or use another --out")
+    return state
+
+
+def _restore(report: RunReport, out: Path, say, load_checkpoint):
+    """(first step to run, model, tokenizer) from the last intact checkpoint, or (0, None, None)."""
+    done = []
+    for s in report.steps:
+        if s.status != "completed":
+            break
+        done.append(s)
+    for s in report.steps[len(done):]:
+        s.status, s.checkpoint, s.metrics, s.resumed = "pending", None, {}, False
+    while done:
+        last = done[-1]
+        if last.checkpoint is None:  # read-only first step: nothing to load, re-run it
+            last.status = "pending"
+            done.pop()
+            continue
+        try:
+            model, tok = load_checkpoint(out / last.checkpoint)
+        except SlmrecError as exc:
+            say(f"warning: checkpoint of step {last.index + 1} ({last.method}) is unusable "
+                f"({'; '.join(p.message for p in exc.problems)}); falling back to the one before")
+            report.notes.append(f"resume: checkpoint of step {last.index + 1} ({last.method}) "
+                                "was corrupt and the step was run again")
+            last.status, last.checkpoint, last.metrics = "pending", None, {}
+            done.pop()
+            continue
+        for s in done:
+            s.resumed = True
+        say(f"resuming after step {last.index + 1} ({last.method}) from {last.checkpoint}")
+        return len(done), model, tok
+    if any(s.status == "pending" for s in report.steps) and report.base_metrics:
+        say("resuming from the start: no intact checkpoint")
+    return 0, None, None

@@ -1,0 +1,1 @@
+"""Weight quantization: packed modules (qlinear), round-to-nearest and GPTQ quantizers."""

@@ -1,0 +1,247 @@
+"""Run reports: what was predicted next to what was measured, per step and metric.
+
+`RunReport` is what `runners.execute.execute` returns; `write_reports` puts `report.json` and
+`report.md` into the run folder (atomically), and `comparison_table` is the text table the CLI
+prints at the end of a run. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+# Metrics shown even without a prediction, in this order (others follow alphabetically).
+CORE_METRICS = ("params", "size_mb", "bits_per_weight", "sparsity", "ppl", "quality_loss_pct",
+                "prefill_ms", "decode_ms_per_token", "peak_memory_mb", "step_peak_memory_mb",
+                "train_loss", "wall_s")
+UNITS = {"params": "", "size_mb": "MB", "ppl": "", "prefill_ms": "ms", "sparsity": "",
+         "decode_ms_per_token": "ms", "peak_memory_mb": "MB", "step_peak_memory_mb": "MB",
+         "train_loss": "", "wall_s": "s", "bits_per_weight": "bits", "quality_loss_pct": "%"}
+
+
+@dataclass
+class StepReport:
+    index: int
+    method: str
+    runner: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    status: str = "pending"          # pending | completed | failed
+    reason: str | None = None
+    wall_s: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    predicted: dict[str, dict] = field(default_factory=dict)
+    checkpoint: str | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    resumed: bool = False            # completed by an earlier invocation of the same run
+
+
+@dataclass
+class RunReport:
+    status: str                      # completed | failed | interrupted
+    out_dir: str
+    plan_name: str | None = None
+    plan_hash: str = ""
+    kb_version: str | None = None
+    base_model: str = ""
+    teacher: str | None = None
+    seed: int = 0
+    run_id: int | None = None
+    store: str | None = None
+    reason: str | None = None
+    failed_step: int | None = None
+    started: str | None = None
+    finished: str | None = None
+    wall_s: float | None = None
+    hardware: dict[str, Any] = field(default_factory=dict)
+    base_metrics: dict[str, float] = field(default_factory=dict)
+    steps: list[StepReport] = field(default_factory=list)
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    final_predicted: dict[str, dict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def exit_code(self) -> int:
+        """0 completed, 1 failed or interrupted (2 is reserved for user mistakes)."""
+        return 0 if self.ok else 1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["comparison"] = comparison_rows(self)
+        return _clean(d)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunReport":
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        d["steps"] = [StepReport(**{k: v for k, v in s.items()
+                                    if k in StepReport.__dataclass_fields__})
+                      for s in d.get("steps", [])]
+        return cls(**d)
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf become None (strict JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _order(names) -> list[str]:
+    names = set(names)
+    return [m for m in CORE_METRICS if m in names] + sorted(names - set(CORE_METRICS))
+
+
+def _compare(scope: str, method: str, metric: str, pred: Mapping | None,
+             measured: float | None) -> dict:
+    pred = pred or {}
+    value, low, high = pred.get("value"), pred.get("low"), pred.get("high")
+    ratio = within = None
+    if measured is not None and value not in (None, 0) and math.isfinite(measured):
+        ratio = measured / value
+    if measured is not None and low is not None and high is not None:
+        within = low <= measured <= high
+    return {"scope": scope, "method": method, "metric": metric, "predicted": value,
+            "predicted_low": low, "predicted_high": high, "measured": measured,
+            "ratio": ratio, "within_range": within, "unit": pred.get("unit") or UNITS.get(metric, "")}
+
+
+def comparison_rows(report: RunReport, predicted_only: bool = False) -> list[dict]:
+    """One row per (step or plan, metric): predicted value/low/high, measured, measured/predicted."""
+    rows = []
+    for s in report.steps:
+        names = set(s.predicted) | (set() if predicted_only else set(s.metrics))
+        for metric in _order(names):
+            rows.append(_compare(f"step {s.index + 1}", s.method, metric, s.predicted.get(metric),
+                                 s.metrics.get(metric)))
+    names = set(report.final_predicted) | (set() if predicted_only else set(report.final_metrics))
+    for metric in _order(names):
+        rows.append(_compare("plan", "final", metric, report.final_predicted.get(metric),
+                             report.final_metrics.get(metric)))
+    return rows
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
+            return f"{v:.3g}"
+        return f"{v:,.3f}".rstrip("0").rstrip(".") if abs(v) < 100 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _range(r: dict) -> str:
+    if r["predicted_low"] is None and r["predicted_high"] is None:
+        return ""
+    return f"{fmt(r['predicted_low'])}–{fmt(r['predicted_high'])}"
+
+
+def comparison_table(report: RunReport, full: bool = False) -> str:
+    """The predicted-vs-measured text table printed at the end of `slmrec run`.
+
+    Without `full`: per step every predicted metric plus the core measurements.
+    """
+    keep = {"size_mb", "ppl", "decode_ms_per_token", "wall_s"}
+    rows = [r for r in comparison_rows(report)
+            if full or r["predicted"] is not None or r["predicted_low"] is not None
+            or r["metric"] in keep or (r["scope"] == "plan" and r["metric"] in CORE_METRICS)]
+    header = ["step", "method", "metric", "predicted", "range", "measured", "ratio", "in range"]
+    cells = [header] + [[r["scope"], r["method"], r["metric"], fmt(r["predicted"]), _range(r),
+                         fmt(r["measured"]), fmt(r["ratio"]) + ("×" if r["ratio"] else ""),
+                         fmt(r["within_range"]) if r["within_range"] is not None else ""]
+                        for r in rows]
+    widths = [max(len(str(row[i])) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _status_line(report: RunReport) -> str:
+    line = f"**{report.status}**"
+    if report.reason:
+        line += f": {report.reason}"
+    return line
+
+
+def to_markdown(report: RunReport) -> str:
+    out = [f"# Run report{': ' + report.plan_name if report.plan_name else ''}", "",
+           f"- status: {_status_line(report)}",
+           f"- base model: `{report.base_model}`"]
+    if report.teacher:
+        out.append(f"- teacher: `{report.teacher}`")
+    out += [f"- run id: {report.run_id if report.run_id is not None else '– (no store)'}"
+            + (f" in `{report.store}`" if report.store else ""),
+            f"- plan hash: `{report.plan_hash}`, KB version: `{report.kb_version or '–'}`, "
+            f"seed: {report.seed}",
+            f"- started {report.started or '–'}, finished {report.finished or '–'}, "
+            f"wall time {fmt(report.wall_s)} s"]
+    if report.hardware:
+        out.append("- hardware: " + ", ".join(f"{k} {v}" for k, v in report.hardware.items()))
+    if report.notes:
+        out += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
+    out += ["", "## Steps", "", "| # | method | runner | status | wall s | checkpoint | notes |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for s in report.steps:
+        status = s.status + (" (resumed)" if s.resumed else "")
+        notes = "; ".join(([s.reason] if s.reason else []) + s.notes).replace("|", "\\|")
+        out.append(f"| {s.index + 1} | {s.method} | {s.runner or '–'} | {status} | "
+                   f"{fmt(s.wall_s)} | {'`' + s.checkpoint + '`' if s.checkpoint else '–'} | "
+                   f"{notes} |")
+    if report.base_metrics:
+        out += ["", "## Input model", "", "| metric | measured |", "| --- | --- |"]
+        out += [f"| {m} | {fmt(report.base_metrics[m])} |" for m in _order(report.base_metrics)]
+    out += ["", "## Predicted vs measured", "",
+            "Ratio is measured / predicted; *in range* says whether the measurement falls inside "
+            "the predicted low–high range.", "",
+            "| step | method | metric | predicted | range | measured | ratio | in range |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in comparison_rows(report):
+        out.append(f"| {r['scope']} | {r['method']} | {r['metric']} | {fmt(r['predicted'])} | "
+                   f"{_range(r)} | {fmt(r['measured'])} | "
+                   f"{fmt(r['ratio']) + '×' if r['ratio'] is not None else '–'} | "
+                   f"{fmt(r['within_range']) if r['within_range'] is not None else '–'} |")
+    return "\n".join(out) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_reports(report: RunReport, out_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """Write report.json and report.md (atomically) into the run folder; return their paths."""
+    folder = Path(out_dir or report.out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    js, md = folder / "report.json", folder / "report.md"
+    _atomic_write(js, json.dumps(report.to_dict(), indent=2, sort_keys=False) + "\n")
+    _atomic_write(md, to_markdown(report))
+    return js, md
+
+
+def read_report(path: str | os.PathLike) -> RunReport:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    return RunReport.from_dict(json.loads(p.read_text(encoding="utf-8")))

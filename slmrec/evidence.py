@@ -1,0 +1,291 @@
+"""The run store: every executed plan and every measurement, as evidence for calibration.
+
+SQLite (stdlib `sqlite3`) in WAL mode, so a running executor and a reader (the CLI, the app,
+calibration) never block each other for long. The schema is versioned: `migrations` records each
+applied version and `_MIGRATIONS` only ever grows.
+
+Tables
+- `runs`: one row per run (the plan YAML and its hash, KB version, base model, status, reason,
+  output folder).
+- `steps`: one row per executed step (runner, parameters, status, reason, wall time, checkpoint).
+- `measurements`: one row per (run, step, metric): predicted value/low/high next to the measured
+  value, with a JSON `context` (base model parameters, hardware, step parameters, the metrics of
+  the step's input model). Plan-level (final model) rows have `step_index` NULL and method `plan`.
+
+`RunStore.measurements()` returns dict rows with exactly the fields calibration reads:
+run_id, step_index, method, metric, predicted, predicted_low, predicted_high, measured, context.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from slmrec.errors import SlmrecError
+
+DEFAULT_STORE = Path("~/.local/share/slmrec/runs.sqlite")
+PLAN_METHOD = "plan"  # `method` of plan-level (final model) measurement rows
+
+RUN_STATUSES = ("running", "completed", "failed", "interrupted")
+
+_MIGRATIONS: list[str] = [
+    # version 1
+    """
+    CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        created     TEXT NOT NULL,
+        finished    TEXT,
+        name        TEXT,
+        plan_yaml   TEXT NOT NULL,
+        plan_hash   TEXT NOT NULL,
+        kb_version  TEXT,
+        base_model  TEXT NOT NULL,
+        seed        INTEGER,
+        status      TEXT NOT NULL,
+        reason      TEXT,
+        out_dir     TEXT
+    );
+    CREATE TABLE steps (
+        run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step_index  INTEGER NOT NULL,
+        method      TEXT NOT NULL,
+        runner      TEXT,
+        params      TEXT NOT NULL DEFAULT '{}',
+        status      TEXT NOT NULL,
+        reason      TEXT,
+        wall_s      REAL,
+        checkpoint  TEXT,
+        PRIMARY KEY (run_id, step_index)
+    );
+    CREATE TABLE measurements (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id          INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step_index      INTEGER,
+        method          TEXT NOT NULL,
+        metric          TEXT NOT NULL,
+        predicted       REAL,
+        predicted_low   REAL,
+        predicted_high  REAL,
+        measured        REAL,
+        context         TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE UNIQUE INDEX measurements_key
+        ON measurements (run_id, IFNULL(step_index, -1), metric);
+    CREATE INDEX measurements_metric ON measurements (metric, method);
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+MEASUREMENT_FIELDS = ("run_id", "step_index", "method", "metric", "predicted", "predicted_low",
+                      "predicted_high", "measured", "context")
+
+
+def default_store_path(explicit: str | os.PathLike | None = None) -> Path:
+    """--store, else $SLMREC_STORE, else ~/.local/share/slmrec/runs.sqlite."""
+    raw = explicit or os.environ.get("SLMREC_STORE") or DEFAULT_STORE
+    return Path(raw).expanduser()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _num(v: Any) -> float | None:
+    """A finite float, or None (NaN/inf are stored as NULL, never as garbage)."""
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _pred(p: Any) -> tuple[float | None, float | None, float | None]:
+    """(value, low, high) of a Prediction, a dict or a plain number."""
+    if p is None:
+        return None, None, None
+    if isinstance(p, (int, float)):
+        return _num(p), None, None
+    get = p.get if isinstance(p, Mapping) else (lambda k: getattr(p, k, None))
+    return _num(get("value")), _num(get("low")), _num(get("high"))
+
+
+class RunStore:
+    """The SQLite run store at `path` (created, with parent folders, on first use)."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = default_store_path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                self._migrate(db)
+        except sqlite3.DatabaseError as exc:
+            raise SlmrecError.one(str(self.path), f"not a usable run store ({exc}); pass another "
+                                  "--store path or set $SLMREC_STORE") from None
+        except OSError as exc:
+            raise SlmrecError.one(str(self.path), f"cannot create the run store: {exc}") from None
+
+    # ---- plumbing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA foreign_keys = ON")
+            with db:  # one transaction, committed (or rolled back) on exit
+                yield db
+        finally:
+            db.close()
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            db.execute("PRAGMA journal_mode = WAL")
+        db.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, "
+                   "applied TEXT NOT NULL)")
+        done = {r[0] for r in db.execute("SELECT version FROM migrations")}
+        newer = [v for v in done if v > SCHEMA_VERSION]
+        if newer:
+            raise SlmrecError.one(str(self.path), f"run store schema version {max(newer)} is newer "
+                                  f"than this slmrec understands ({SCHEMA_VERSION}); upgrade slmrec")
+        for version, script in enumerate(_MIGRATIONS, start=1):
+            if version in done:
+                continue
+            for statement in filter(str.strip, script.split(";")):
+                db.execute(statement)
+            db.execute("INSERT INTO migrations (version, applied) VALUES (?, ?)",
+                       (version, _now()))
+
+    @property
+    def schema_version(self) -> int:
+        with self._connect() as db:
+            return db.execute("SELECT MAX(version) FROM migrations").fetchone()[0] or 0
+
+    # ---- writing -------------------------------------------------------------------------------
+
+    def start_run(self, *, plan_yaml: str, plan_hash: str, base_model: str,
+                  kb_version: str | None = None, out_dir: str | os.PathLike | None = None,
+                  name: str | None = None, seed: int | None = None) -> int:
+        """Insert a run with status `running`; return its id."""
+        with self._connect() as db:
+            cur = db.execute(
+                "INSERT INTO runs (created, name, plan_yaml, plan_hash, kb_version, base_model, "
+                "seed, status, out_dir) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                (_now(), name, plan_yaml, plan_hash, kb_version, base_model, seed,
+                 None if out_dir is None else str(out_dir)))
+            return int(cur.lastrowid)
+
+    def reopen_run(self, run_id: int) -> None:
+        """Mark a run `running` again (resume)."""
+        with self._connect() as db:
+            db.execute("UPDATE runs SET status = 'running', reason = NULL, finished = NULL "
+                       "WHERE id = ?", (run_id,))
+
+    def record_step(self, run_id: int, step_index: int | None, method: str, *,
+                    metrics: Mapping[str, Any] | None = None,
+                    predicted: Mapping[str, Any] | None = None,
+                    context: Mapping[str, Any] | None = None,
+                    status: str = "completed", reason: str | None = None,
+                    runner: str | None = None, params: Mapping[str, Any] | None = None,
+                    wall_s: float | None = None, checkpoint: str | None = None) -> None:
+        """Record one step (or, with step_index None, the plan-level final measurements).
+
+        One measurement row per metric that was measured or predicted; a re-run step (resume)
+        replaces its earlier rows.
+        """
+        metrics = dict(metrics or {})
+        predicted = dict(predicted or {})
+        ctx = json.dumps(dict(context or {}), sort_keys=True, default=str)
+        with self._connect() as db:
+            if step_index is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO steps (run_id, step_index, method, runner, params, "
+                    "status, reason, wall_s, checkpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, step_index, method, runner,
+                     json.dumps(dict(params or {}), sort_keys=True, default=str), status, reason,
+                     _num(wall_s), checkpoint))
+            db.execute("DELETE FROM measurements WHERE run_id = ? AND IFNULL(step_index, -1) = ?",
+                       (run_id, -1 if step_index is None else step_index))
+            for metric in sorted(set(metrics) | set(predicted)):
+                value, low, high = _pred(predicted.get(metric))
+                measured = _num(metrics.get(metric))
+                if measured is None and value is None and low is None and high is None:
+                    continue
+                db.execute(
+                    "INSERT INTO measurements (run_id, step_index, method, metric, predicted, "
+                    "predicted_low, predicted_high, measured, context) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, step_index, method, metric, value, low, high, measured, ctx))
+
+    def finish_run(self, run_id: int, status: str, reason: str | None = None) -> None:
+        if status not in RUN_STATUSES:
+            raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
+        with self._connect() as db:
+            db.execute("UPDATE runs SET status = ?, reason = ?, finished = ? WHERE id = ?",
+                       (status, reason, _now(), run_id))
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def runs(self, status: str | None = None) -> list[dict]:
+        """Every run, newest first, without the plan YAML (see `run`)."""
+        sql = ("SELECT r.id, r.created, r.finished, r.name, r.plan_hash, r.kb_version, "
+               "r.base_model, r.seed, r.status, r.reason, r.out_dir, "
+               "(SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'completed') "
+               "AS steps_completed FROM runs r")
+        args: tuple = ()
+        if status:
+            sql += " WHERE r.status = ?"
+            args = (status,)
+        with self._connect() as db:
+            return [dict(r) for r in db.execute(sql + " ORDER BY r.id DESC", args)]
+
+    def run(self, run_id: int | str) -> dict:
+        """One run with its plan YAML, steps and measurements; SlmrecError if unknown."""
+        try:
+            rid = int(run_id)
+        except (TypeError, ValueError):
+            raise SlmrecError.one(str(self.path), f"run id must be a number, got {run_id!r}; "
+                                  "list ids with 'slmrec runs list'") from None
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM runs WHERE id = ?", (rid,)).fetchone()
+            if row is None:
+                ids = [r[0] for r in db.execute("SELECT id FROM runs ORDER BY id DESC LIMIT 10")]
+                known = ", ".join(map(str, ids)) or "none yet"
+                raise SlmrecError.one(str(self.path), f"no run with id {rid}; recent ids: {known}")
+            out = dict(row)
+            out["steps"] = []
+            for s in db.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY step_index", (rid,)):
+                d = dict(s)
+                d["params"] = json.loads(d["params"] or "{}")
+                out["steps"].append(d)
+        out["measurements"] = self.measurements(run_id=rid)
+        return out
+
+    def measurements(self, metric: str | None = None, method: str | None = None, *,
+                     run_id: int | None = None, status: str | None = None) -> list[dict]:
+        """Measurement rows (context decoded), oldest first; filter by metric, method, run or
+        run status. Plan-level rows have step_index None and method 'plan'."""
+        where, args = [], []
+        for col, val in (("m.metric", metric), ("m.method", method), ("m.run_id", run_id),
+                         ("r.status", status)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = ("SELECT m.run_id, m.step_index, m.method, m.metric, m.predicted, m.predicted_low, "
+               "m.predicted_high, m.measured, m.context, r.base_model, r.kb_version, "
+               "r.status AS run_status FROM measurements m JOIN runs r ON r.id = m.run_id")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY m.run_id, IFNULL(m.step_index, 1e9), m.metric"
+        with self._connect() as db:
+            rows = [dict(r) for r in db.execute(sql, args)]
+        for r in rows:
+            r["context"] = json.loads(r["context"] or "{}")
+        return rows

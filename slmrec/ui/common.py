@@ -1,0 +1,163 @@
+"""Shared pieces of the app: cached KB/graph/index, user-error display, optional modules, and
+small formatting helpers. Presentation only."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Iterable, Iterator
+
+import streamlit as st
+
+from slmrec.errors import SlmrecError
+from slmrec.graph import LifecycleGraph
+from slmrec.kb import KB, load_kb
+from slmrec.schema import ComponentClass, Evidence
+
+CLASS_BADGE = {ComponentClass.main: ":blue-badge[main]",
+               ComponentClass.optional: ":green-badge[optional]",
+               ComponentClass.cross_cutting: ":orange-badge[cross-cutting]"}
+EFFECT_UNITS = {"quality": "% quality loss (negative: a gain)",
+                "recovery": "fraction of the loss recovered",
+                "speedup": "× decode speed-up"}
+
+
+@dataclass
+class Bundle:
+    kb: KB
+    graph: LifecycleGraph
+
+
+@st.cache_resource(show_spinner="Loading the knowledge base")
+def _load(overlay: str) -> Bundle:  # keyed on $SLMREC_KB, which load_kb overlays
+    kb = load_kb()
+    return Bundle(kb, LifecycleGraph(kb))
+
+
+@st.cache_resource(show_spinner=False)
+def text_index(version: str):  # keyed on the KB version
+    from slmrec.textsearch import TextIndex
+
+    return TextIndex(bundle().kb)
+
+
+def bundle() -> Bundle:
+    """The KB and its graph, loaded once per server; a broken KB stops the page with its problems."""
+    try:
+        return _load(os.environ.get("SLMREC_KB", ""))
+    except SlmrecError as exc:
+        st.error("The knowledge base has problems; fix them and reload:")
+        show_problems(exc)
+        st.stop()
+        raise  # unreachable: st.stop() raises
+
+
+def show_problems(exc: SlmrecError) -> None:
+    """One inline error per problem: the file, the field and what is valid. Never a traceback."""
+    for problem in exc.problems:
+        st.error(str(problem))
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Show a user mistake inline and carry on rendering the rest of the page."""
+    try:
+        yield
+    except SlmrecError as exc:
+        show_problems(exc)
+
+
+def optional(module: str) -> ModuleType | None:
+    """Import a module that another part of the project may not have shipped yet."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
+            return None
+        raise
+
+
+def missing(what: str, module: str) -> None:
+    st.info(f"{what} needs `{module}`, which is not part of this build yet.")
+
+
+# ---- formatting ----------------------------------------------------------------------------
+
+
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and x != x)  # None or NaN
+
+
+def fmt_range(low: float | None, high: float | None) -> str:
+    low, high = (None if _missing(low) else low), (None if _missing(high) else high)
+    if low is None and high is None:
+        return "unpublished"
+    if low == high or high is None:
+        return f"{_num(low)}"
+    if low is None:
+        return f"≤ {_num(high)}"
+    return f"{_num(low)} … {_num(high)}"
+
+
+def _num(x: Any) -> str:
+    if _missing(x):
+        return "–"
+    if isinstance(x, float):
+        if x == int(x) and abs(x) < 1e15:
+            return str(int(x))
+        return f"{x:.4g}"
+    return str(x)
+
+
+def fmt_value(value: Any) -> str:
+    if value is None or value == [] or value == {}:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple, set)):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={fmt_value(v)}" for k, v in value.items())
+    return _num(value)
+
+
+def evidence_rows(kb: KB, method_id: str) -> list[dict]:
+    """One row per effect figure of a method, with its source's title."""
+    m = kb.methods[method_id]
+    rows = []
+    for kind in ("quality", "recovery", "speedup"):
+        ev: Evidence
+        for ev in getattr(m.effects, kind):
+            src = kb.sources.get(ev.source)
+            rows.append({
+                "method": method_id, "effect": kind, "range": fmt_range(ev.low, ev.high),
+                "unit": EFFECT_UNITS[kind], "when": fmt_value(ev.when), "metric": ev.metric or "",
+                "setting": ev.setting or ev.note or "", "basis": ev.basis.value,
+                "source": ev.source, "source title": src.title if src else "",
+                "low": ev.low, "high": ev.high,
+            })
+    return rows
+
+
+def source_link(kb: KB, sid: str) -> str:
+    """Markdown: the source's title, year and a link to its identifier."""
+    s = kb.sources.get(sid)
+    if s is None:
+        return f"`{sid}`"
+    url = s.url or (f"https://arxiv.org/abs/{s.arxiv}" if s.arxiv else
+                    f"https://doi.org/{s.doi}" if s.doi else "")
+    ident = f"[{s.identifier}]({url})" if url else s.identifier
+    return f"`{sid}` {s.title} ({s.year}) {ident}"
+
+
+def id_list(ids: Iterable[str]) -> str:
+    ids = list(ids)
+    return ", ".join(f"`{i}`" for i in ids) if ids else "–"
+
+
+def name_of(kb: KB, id: str) -> str:
+    rec = kb.record(id)
+    return getattr(rec, "name", None) or getattr(rec, "title", None) or id

@@ -1,0 +1,303 @@
+"""Runs: the run store's runs, predicted against measured per step, and launching a plan.
+
+A launch runs `slmrec run PLAN.yaml` in a child process (so torch never loads into the app and a
+crash cannot take the app down); the page follows it through the run store and its log.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+import yaml
+
+from slmrec.errors import SlmrecError
+from slmrec.evidence import RunStore, default_store_path
+from slmrec.ui.common import bundle, fmt_range, fmt_value, optional, show_problems, user_errors
+
+STATUS_BADGE = {"completed": ":green-badge[completed]", "failed": ":red-badge[failed]",
+                "running": ":blue-badge[running]", "interrupted": ":orange-badge[interrupted]"}
+
+
+def store_path() -> Path:
+    return default_store_path()
+
+
+def open_store(create: bool = False) -> RunStore | None:
+    path = store_path()
+    if not path.exists() and not create:
+        return None
+    return RunStore(path)
+
+
+# ---- predicted against measured ------------------------------------------------------------
+
+
+def measurement_frame(run: dict) -> pd.DataFrame:
+    rows = []
+    for m in run["measurements"]:
+        step = "final model" if m["step_index"] is None else f"{m['step_index'] + 1}. {m['method']}"
+        order = 10_000 if m["step_index"] is None else m["step_index"]
+        rows.append({"step": step, "order": order, "metric": m["metric"],
+                     "predicted": m["predicted"], "low": m["predicted_low"],
+                     "high": m["predicted_high"], "measured": m["measured"]})
+    return pd.DataFrame(rows, columns=["step", "order", "metric", "predicted", "low", "high",
+                                       "measured"])
+
+
+def comparison_chart(frame: pd.DataFrame, metrics: list[str]) -> alt.Chart:
+    """Per metric, per step: the predicted value with its range next to the measured value."""
+    data = frame[frame["metric"].isin(metrics)].copy()
+    steps = list(data.sort_values("order")["step"].drop_duplicates())
+    base = alt.Chart(data).encode(x=alt.X("step:N", sort=steps, title=None,
+                                          axis=alt.Axis(labelAngle=-30)))
+    band = base.mark_rule(strokeWidth=8, opacity=0.35, color="#4c78a8").encode(
+        y=alt.Y("low:Q", title=None, scale=alt.Scale(zero=False)), y2="high:Q")
+    pred = base.mark_point(size=90, filled=False, shape="diamond", color="#4c78a8").encode(
+        y="predicted:Q", tooltip=["step", "metric", "predicted", "low", "high", "measured"])
+    meas = base.mark_point(size=90, filled=True, color="#e45756").encode(
+        y="measured:Q", tooltip=["step", "metric", "predicted", "low", "high", "measured"])
+    line = base.mark_line(color="#e45756", opacity=0.5).encode(y="measured:Q")
+    return (alt.layer(band, pred, line, meas, data=data)
+            .properties(width=260, height=180)
+            .facet(facet=alt.Facet("metric:N", title=None), columns=3)
+            .resolve_scale(y="independent"))
+
+
+def run_detail(store: RunStore, run_id: int) -> None:
+    run = store.run(run_id)
+    st.markdown(f"### Run {run['id']}: {run['name'] or 'unnamed plan'} "
+                f"{STATUS_BADGE.get(run['status'], run['status'])}")
+    if run["reason"]:
+        (st.error if run["status"] == "failed" else st.warning)(run["reason"])
+    st.caption(f"base model `{run['base_model']}` · plan hash `{run['plan_hash']}` · KB "
+               f"`{run['kb_version'] or '–'}` · seed {run['seed']} · created {run['created']} · "
+               f"finished {run['finished'] or '–'} · folder `{run['out_dir'] or '–'}`")
+    if run["steps"]:
+        st.dataframe(pd.DataFrame([{
+            "#": s["step_index"] + 1, "method": s["method"], "runner": s["runner"] or "",
+            "status": s["status"], "wall s": s["wall_s"], "params": fmt_value(s["params"]),
+            "reason": s["reason"] or ""} for s in run["steps"]]), hide_index=True,
+            key="runs_steps")
+    frame = measurement_frame(run)
+    if frame.empty:
+        st.info("No measurements recorded for this run.")
+    else:
+        both = sorted(frame.dropna(subset=["predicted", "measured"])["metric"].unique())
+        measured = sorted(frame.dropna(subset=["measured"])["metric"].unique())
+        metrics = st.multiselect("Metrics to chart", sorted(frame["metric"].unique()),
+                                 default=both or measured[:6], key=f"runs_metrics_{run_id}")
+        st.markdown("**Predicted (blue diamond, with its range) against measured (red)**")
+        if metrics:
+            st.altair_chart(comparison_chart(frame, metrics))
+        table = frame.sort_values(["order", "metric"]).drop(columns="order")
+        table["range"] = [fmt_range(lo, hi) if pd.notna(lo) or pd.notna(hi) else ""
+                          for lo, hi in zip(table["low"], table["high"])]
+        table["measured / predicted"] = [m / p if pd.notna(m) and pd.notna(p) and p else None
+                                         for m, p in zip(table["measured"], table["predicted"])]
+        st.dataframe(table[["step", "metric", "predicted", "range", "measured",
+                            "measured / predicted"]], hide_index=True, key="runs_measurements")
+    with st.expander("Plan YAML"):
+        st.code(run["plan_yaml"], language="yaml")
+        st.download_button("Download the plan YAML", run["plan_yaml"],
+                           file_name=f"run-{run['id']}-plan.yaml", mime="application/x-yaml",
+                           key=f"runs_dl_{run_id}")
+
+
+# ---- launching -----------------------------------------------------------------------------
+
+
+def _plan_candidates() -> dict[str, str]:
+    """Plans the user can launch: the one chosen on the Recommend page, and example plans."""
+    out: dict[str, str] = {}
+    chosen = st.session_state.get("rec_chosen_yaml")
+    if chosen:
+        out["the plan chosen on the Recommend page"] = chosen
+    for path in sorted(Path("examples").glob("*.plan.yaml")) + sorted(Path("examples").glob("plans/*.yaml")):
+        out[f"example: {path}"] = path.read_text(encoding="utf-8")
+    return out
+
+
+def launch_command(plan_file: Path, model: str | None, out: Path, store: Path) -> list[str]:
+    cmd = ["slmrec", "run", str(plan_file), "--out", str(out), "--store", str(store), "--quiet"]
+    if model:
+        cmd[3:3] = ["--model", model]
+    return cmd
+
+
+def _bundled_models() -> list[str]:
+    models = optional("runners.models")  # imports no torch at module level
+    return sorted(getattr(models, "BUNDLED_MODELS", {})) if models else []
+
+
+def launch_panel() -> None:
+    st.subheader("Launch a plan")
+    plan_mod = optional("slmrec.plan")
+    candidates = _plan_candidates()
+    choices = list(candidates) + ["paste or upload a plan YAML"]
+    pick = st.selectbox("Plan", choices, key="runs_plan_pick")
+    if pick in candidates:
+        text = candidates[pick]
+        st.code(text, language="yaml")
+    else:
+        up = st.file_uploader("Plan YAML", type=["yaml", "yml"], key="runs_upload")
+        text = up.getvalue().decode("utf-8", "replace") if up is not None else \
+            st.text_area("…or paste it", key="runs_paste", height=200)
+    if not text or not text.strip():
+        st.caption("A plan comes from the Recommend page (choose a plan there), from "
+                   "`slmrec recommend`, or by hand.")
+        return
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        st.error(f"<plan>{':' + str(mark.line + 1) if mark else ''}: invalid YAML: "
+                 f"{getattr(exc, 'problem', None) or exc}")
+        return
+    try:
+        plan = plan_mod.parse_plan(data, "<plan>")
+        problems = plan_mod.validate_plan(plan, bundle().kb, "<plan>")
+        if problems:
+            raise SlmrecError(problems)
+    except SlmrecError as exc:
+        show_problems(exc)
+        return
+    bundled = _bundled_models()
+    model_opts = [f"the plan's base model ({plan.base_model})"] + bundled
+    default = 1 if bundled else 0
+    model_pick = st.selectbox("Run it on", model_opts, index=default, key="runs_model",
+                              help="the bundled model runs offline on this machine")
+    model = None if model_pick == model_opts[0] else model_pick
+    stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in (plan.name or "plan"))
+    runs_root = Path(os.environ.get("SLMREC_RUNS_DIR", "runs")).resolve()
+    out = runs_root / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    plan_file = out.with_name(out.name + ".plan.yaml")
+    cmd = launch_command(plan_file, model, out, store_path())
+    st.markdown("Run it from a terminal (save the plan first), or here in a child process:")
+    st.code(shlex.join(cmd).replace(str(plan_file), "PLAN.yaml"), language="bash")
+    running = st.session_state.get("runs_proc")
+    busy = running is not None and running["proc"].poll() is None
+    if st.button("Run here", key="runs_launch", type="primary", disabled=busy,
+                 help="starts `slmrec run` as a separate process; results go to the run store"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        plan_file.write_text(plan.to_yaml(), encoding="utf-8")
+        log = out.with_name(out.name + ".log")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "SLMREC_STORE": str(store_path())}
+        argv = [sys.executable, "-m", "slmrec"] + cmd[1:]
+        with open(log, "w", encoding="utf-8") as fh:
+            proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        st.session_state["runs_proc"] = {"proc": proc, "out": str(out), "log": str(log),
+                                         "steps": len(plan.steps), "name": plan.name or stem}
+    follow()
+
+
+def _tail(path: str, n: int = 12) -> list[str]:
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    # tqdm writes carriage returns; keep the last state of each line.
+    return [ln.split("\r")[-1] for ln in lines if ln.strip()][-n:]
+
+
+def _run_for(out: str) -> dict | None:
+    store = open_store()
+    if store is None:
+        return None
+    return next((r for r in store.runs() if r["out_dir"] == out), None)
+
+
+def follow() -> None:
+    """Show the launched run's progress until its process ends."""
+    job = st.session_state.get("runs_proc")
+    if not job:
+        return
+    proc: subprocess.Popen = job["proc"]
+    total = max(job["steps"], 1)
+    box = st.status(f"Running {job['name']}", expanded=True)
+    bar = box.progress(0.0, text="starting")
+    log_area = box.empty()
+    while True:
+        code = proc.poll()
+        run = _run_for(job["out"])
+        done = run["steps_completed"] if run else 0
+        tail = _tail(job["log"])
+        bar.progress(min(done / total, 1.0),
+                     text=f"{done} of {total} steps done" + (f" · run {run['id']}" if run else ""))
+        log_area.code("\n".join(tail) or "…", language=None)
+        if code is not None:
+            break
+        time.sleep(0.5)
+    if code == 0:
+        box.update(label=f"{job['name']}: completed", state="complete")
+    else:
+        box.update(label=f"{job['name']}: exit code {code}", state="error")
+    errors = [ln[len("error: "):] for ln in _tail(job["log"], 400) if ln.startswith("error: ")]
+    st.session_state["runs_last"] = {"name": job["name"], "code": code, "log": job["log"],
+                                     "run": run["id"] if run else None, "errors": errors}
+    del st.session_state["runs_proc"]
+    if run:
+        st.session_state["runs_select_next"] = run["id"]
+    st.rerun()
+
+
+def last_launch() -> None:
+    """What the last launch from this session ended with."""
+    last = st.session_state.get("runs_last")
+    if not last:
+        return
+    where = f"run {last['run']}" if last["run"] is not None else "the run"
+    if last["code"] == 0:
+        st.success(f"{last['name']}: {where} completed; it is open above.")
+    else:
+        st.error(f"{last['name']}: {where} ended with exit code {last['code']} (log: "
+                 f"`{last['log']}`).")
+        for line in last["errors"]:
+            st.error(line)
+
+
+# ---- page ----------------------------------------------------------------------------------
+
+
+def render() -> None:
+    st.title("Runs")
+    path = store_path()
+    st.caption(f"Run store: `{path}` (set `$SLMREC_STORE` to use another).")
+    store = None
+    with user_errors():
+        store = open_store()
+    runs = store.runs() if store is not None else []
+    if not runs:
+        st.info("No runs recorded yet. Launch a plan below, or run `slmrec run PLAN.yaml`.")
+    else:
+        st.dataframe(pd.DataFrame([{
+            "id": r["id"], "status": r["status"],
+            "plan": r["name"] or "–", "base model": r["base_model"],
+            "steps done": r["steps_completed"], "created (UTC)": r["created"][:19].replace("T", " "),
+            "reason": r["reason"] or ""} for r in runs]), hide_index=True, key="runs_table")
+        ids = [r["id"] for r in runs]
+        nxt = st.session_state.pop("runs_select_next", None)
+        if nxt in ids:
+            st.session_state["runs_selected"] = nxt
+        if st.session_state.get("runs_selected") not in ids:
+            st.session_state.pop("runs_selected", None)
+        by_id = {r["id"]: r for r in runs}
+        rid = st.selectbox("Open a run", ids, key="runs_selected",
+                           format_func=lambda i: f"run {i}: {by_id[i]['name'] or 'unnamed'} "
+                                                 f"({by_id[i]['status']})")
+        with user_errors():
+            run_detail(store, rid)
+    st.divider()
+    last_launch()
+    with user_errors():
+        launch_panel()

@@ -1,0 +1,91 @@
+"""AppTest: the run store's runs, opening a run (predicted against measured), launch checks."""
+
+from __future__ import annotations
+
+from tests.app.conftest import frame, new_app
+
+
+def test_no_store_yet_says_how_to_make_one():
+    at = new_app("Runs")
+    assert not at.exception
+    assert any("No runs recorded yet" in i.value for i in at.info)
+
+
+def test_open_a_run_shows_steps_and_predicted_against_measured(store_with_run):
+    store, rid, failed = store_with_run
+    at = new_app("Runs")
+    runs = frame(at, "steps done")
+    assert set(runs["id"]) == {rid, failed}
+    at.selectbox(key="runs_selected").set_value(rid).run()
+    assert not at.exception
+    md = "\n".join(m.value for m in at.markdown)
+    assert f"### Run {rid}: app-test-plan :green-badge[completed]" in md
+    steps = frame(at, "runner")
+    assert list(steps["method"]) == ["magnitude-pruning", "dynamic-int8"]
+    meas = frame(at, "measured / predicted")
+    row = meas[(meas["step"] == "1. magnitude-pruning") & (meas["metric"] == "ppl")].iloc[0]
+    assert row["predicted"] == 13.8 and row["measured"] == 14.1 and row["range"] == "13 … 16"
+    assert abs(row["measured / predicted"] - 14.1 / 13.8) < 1e-9
+    assert at.get("vega_lite_chart"), "predicted-vs-measured chart"
+    assert at.multiselect(key=f"runs_metrics_{rid}").value == ["ppl", "size_mb"]
+    assert at.get("download_button")
+
+
+def test_a_failed_run_shows_its_reason(store_with_run):
+    store, rid, failed = store_with_run
+    at = new_app("Runs")
+    at.selectbox(key="runs_selected").set_value(failed).run()
+    assert not at.exception
+    assert any("out of memory: test" in e.value for e in at.error)
+
+
+def test_launch_rejects_bad_plans_inline(kb):
+    at = new_app("Runs")
+    at.selectbox(key="runs_plan_pick").set_value("paste or upload a plan YAML").run()
+    at.text_area(key="runs_paste").input("steps: [unclosed").run()
+    assert not at.exception
+    assert any("invalid YAML" in e.value for e in at.error)
+    at.text_area(key="runs_paste").input(
+        "base_model: smollm2-135m\nsteps:\n- method: no-such-method\n  params: {}\n").run()
+    assert not at.exception
+    assert any("unknown method 'no-such-method'" in e.value for e in at.error)
+    assert not at.button(key="runs_launch") if any(b.key == "runs_launch" for b in at.button) else True
+
+
+def test_launch_shows_the_exact_command_for_a_valid_plan(kb):
+    method = next(m for m in kb.methods.values() if m.runner and m.plannable)
+    at = new_app("Runs")
+    at.selectbox(key="runs_plan_pick").set_value("paste or upload a plan YAML").run()
+    at.text_area(key="runs_paste").input(
+        f"name: app-launch\nbase_model: smollm2-135m\nsteps:\n- method: {method.id}\n").run()
+    assert not at.exception and not at.error
+    commands = [c.value for c in at.code if c.value.startswith("slmrec run")]
+    assert commands and "slmrec run PLAN.yaml --model smollm2-135m --out " in commands[0]
+    assert "--store " in commands[0]
+    assert any(b.key == "runs_launch" for b in at.button)
+
+
+def test_launch_a_plan_here_and_follow_it_to_the_store(tmp_path):
+    """'Run here' runs `slmrec run` in a child process on a tiny model; the page follows it and
+    then opens the new run."""
+    import os
+
+    from runners.models import save_checkpoint, tiny_model
+    from slmrec.evidence import RunStore
+
+    model, tok = tiny_model(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=512)
+    ckpt = save_checkpoint(model, tok, tmp_path / "tiny")
+    at = new_app("Runs")
+    at.selectbox(key="runs_plan_pick").set_value("paste or upload a plan YAML").run()
+    at.text_area(key="runs_paste").input(
+        f"name: app-launch\nbase_model: {ckpt}\nsteps:\n- method: dynamic-int8\n").run()
+    assert not at.error
+    at.selectbox(key="runs_model").set_value(at.selectbox(key="runs_model").options[0]).run()
+    at.button(key="runs_launch").click().run(timeout=240)
+    assert not at.exception
+    runs = RunStore(os.environ["SLMREC_STORE"]).runs()
+    assert len(runs) == 1 and runs[0]["status"] == "completed", runs
+    assert any(f"run {runs[0]['id']} completed" in s.value for s in at.success)
+    assert at.selectbox(key="runs_selected").value == runs[0]["id"]
+    steps = frame(at, "runner")
+    assert list(steps["method"]) == ["dynamic-int8"] and list(steps["status"]) == ["completed"]
