@@ -23,8 +23,15 @@ RESULTS = HERE / "results"
 
 
 def discover() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules([str(HERE)])
-                  if not m.name.startswith("_") and not m.ispkg)
+    """Bench modules: bench/<name>.py defining a top-level main() (helpers have none)."""
+    names = []
+    for m in pkgutil.iter_modules([str(HERE)]):
+        if m.name.startswith("_") or m.ispkg:
+            continue
+        source = (HERE / f"{m.name}.py").read_text(encoding="utf-8")
+        if "\ndef main(" in source:
+            names.append(m.name)
+    return sorted(names)
 
 
 def _write(path: Path, text: str) -> None:
@@ -106,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.names if n not in names]
     if unknown:
         parser.error(f"unknown bench {', '.join(unknown)}; available: {', '.join(names)}")
+    import torch
+
+    # One fixed thread count for every bench. One thread by default: on a shared machine, busy
+    # OpenMP threads waiting for descheduled peers slow small kernels down by 10x or more, which
+    # would swamp the ratios; BENCH_THREADS=N uses N.
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", 1)))
     failed = 0
     for name in args.names or names:
         result = run_one(name)

@@ -45,7 +45,8 @@ def machine() -> dict:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "torch": torch.__version__, "python": platform.python_version()}
+            "torch": torch.__version__, "python": platform.python_version(),
+            "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 def md_table(rows: list[list], header: list[str]) -> str:

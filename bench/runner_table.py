@@ -65,6 +65,7 @@ def main() -> dict:
     corpus = load_corpus(tok)
     results = []
     with tempfile.TemporaryDirectory(prefix="slmrec-bench-") as tmp:
+        _evaluate(model, tok, corpus, Path(tmp))  # warm-up: first calls pay one-time costs
         base = _evaluate(model, tok, corpus, Path(tmp))
         results.append({"row": "fp32 (baseline)", "runner": None, "step_s": 0.0, **base})
         del model

@@ -23,17 +23,15 @@ import math
 import os
 import platform
 import random
-import shutil
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import psutil
-import yaml
 from pydantic import ValidationError
 
 from runners.base import RunnerParams, StepContext, StepFailed
@@ -52,7 +50,6 @@ MEASURE_PARAMS: dict[str, Any] = {"seq_len": 128, "ppl_blocks": 4, "batch_size":
                                   "latency": True, "serialise": False}
 # Latency metrics a following evaluate step measures on the very same model (see _run_step).
 LATENCY_METRICS = ("prefill_ms", "decode_ms_per_token", "peak_memory_mb")
-COMPARABLE_METRICS = ("params", "size_mb", "sparsity", "bits_per_weight", "ppl", "train_loss")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -188,14 +185,16 @@ def bind_plan(plan: Plan, kb: KB, *, file: str = "<plan>", model: str | None = N
     return bound
 
 
+PEAK_KEYS = ("peak_memory_mb", "inference_memory_mb", "step_peak_memory_mb")
+
+
 def predicted_peak_mb(plan: Plan) -> float | None:
-    """The plan's predicted peak memory: the plan-level figure or the largest step figure."""
+    """The plan's predicted peak memory: the largest plan-level or step figure."""
     figures = []
-    for preds, key in [(plan.predicted, "peak_memory_mb")] + \
-            [(s.predicted, "step_peak_memory_mb") for s in plan.steps]:
-        p = preds.get(key)
-        if p is not None:
-            v = p.value if p.value is not None else p.high
+    for preds in [plan.predicted] + [s.predicted for s in plan.steps]:
+        for key in PEAK_KEYS:
+            p = preds.get(key)
+            v = None if p is None else p.value if p.value is not None else p.high
             if v is not None:
                 figures.append(float(v))
     return max(figures) if figures else None
@@ -398,10 +397,11 @@ def execute(plan: Plan | str | os.PathLike, *, out_dir: str | os.PathLike, kb: K
         (log or tqdm.write)(msg)
 
     bound = bind_plan(plan, kb, file=file, model=model, data=data)
-    if not allow_memory_overrun:
-        check_memory(plan, file)
     source = resolve_model_source(model or plan.base_model, kb)
     assert source is not None  # bind_plan checked it
+    swapped = model is not None and source != resolve_model_source(plan.base_model, kb)
+    if not allow_memory_overrun and not swapped:  # predictions are for the plan's own model
+        check_memory(plan, file)
     digest = plan_hash(plan)
     key = {"plan_hash": digest, "model": source, "data": data, "seed": seed}
     state_path = out / "state.json"
@@ -422,6 +422,11 @@ def execute(plan: Plan | str | os.PathLike, *, out_dir: str | os.PathLike, kb: K
     teacher_steps = [b for b in bound if b.runner_cls.needs_teacher]
     teacher_source = resolve_model_source(plan.teacher, kb) if plan.teacher else source
     report.teacher = teacher_source if teacher_steps else None
+    if swapped:
+        note = (f"the plan's predictions are for '{plan.base_model}'; this run measures "
+                f"'{source}' (--model), so ratios compare different models")
+        if note not in report.notes:
+            report.notes.append(note)
     if teacher_steps and plan.teacher is None:
         note = (f"the plan names no teacher: {', '.join(b.label for b in teacher_steps)} distil "
                 f"from the base model '{source}' itself")
@@ -455,6 +460,7 @@ def execute(plan: Plan | str | os.PathLike, *, out_dir: str | os.PathLike, kb: K
             say("measuring the input model")
             report.base_metrics = live.measure(live.model, live.tokenizer, live.corpus,
                                                out / "work" / "00-input")
+            _derive(report.base_metrics, {}, {})
         save_state()
         bar = tqdm(total=len(bound), initial=start, desc="plan", unit="step",
                    disable=not progress, position=0)
@@ -567,6 +573,19 @@ def _log_error(out: Path, what: str) -> None:
         fh.write(f"--- {_now()} {what}\n{traceback.format_exc()}\n")
 
 
+def _derive(measured: dict, inputs: dict, base: dict) -> None:
+    """Measured counterparts of the estimator's metric names (slmrec.estimate): quality change
+    against the base model (cumulative, as predicted) and against the step's input."""
+    if measured.get("probe_ppl") and base.get("probe_ppl"):
+        measured["quality_loss_pct"] = 100 * (measured["probe_ppl"] / base["probe_ppl"] - 1)
+    if measured.get("probe_ppl") and inputs.get("probe_ppl"):
+        measured["step_quality_loss_pct"] = 100 * (measured["probe_ppl"] / inputs["probe_ppl"] - 1)
+    if "peak_memory_mb" in measured:
+        measured["inference_memory_mb"] = measured["peak_memory_mb"]
+    if measured.get("decode_ms_per_token"):
+        measured["throughput_tok_s"] = 1000 / measured["decode_ms_per_token"]
+
+
 def _measures_latency(b: BoundStep | None) -> bool:
     return b is not None and b.runner_id == "evaluate" and getattr(b.params, "latency", False)
 
@@ -579,6 +598,8 @@ def _backfill(prev: StepReport, srep: StepReport) -> bool:
     added = {k: srep.metrics[k] for k in LATENCY_METRICS
              if k in srep.metrics and k not in prev.metrics}
     prev.metrics.update(added)
+    if added:
+        _derive(prev.metrics, {}, {})
     return bool(added)
 
 
@@ -638,9 +659,8 @@ def _run_step(b: BoundStep, srep: StepReport, inputs: dict, live: _Live, report:
             if k in measured and not math.isfinite(measured[k]):
                 raise StepFailed(f"perplexity is {measured[k]} after the step: the model no "
                                  "longer produces finite outputs")
-        if measured.get("probe_ppl") and inputs.get("probe_ppl"):
-            measured["quality_loss_pct"] = 100 * (measured["probe_ppl"] / inputs["probe_ppl"] - 1)
-        measured.update(wall_s=wall, measure_s=time.perf_counter() - t1,
+        _derive(measured, inputs, report.base_metrics)
+        measured.update(wall_s=wall, step_hours=wall / 3600, measure_s=time.perf_counter() - t1,
                         step_peak_memory_mb=resident + mem.rise_mb, rss_peak_mb=mem.peak_mb)
         if read_only:
             ckpt = report.steps[b.index - 1].checkpoint
@@ -675,7 +695,8 @@ def _run_step(b: BoundStep, srep: StepReport, inputs: dict, live: _Live, report:
 
 # Metrics that belong to one step and are not carried over to a following read-only step.
 _STEP_ONLY = frozenset({"train_loss", "first_loss", "wall_s", "measure_s", "checkpoint_s",
-                        "step_peak_memory_mb", "rss_peak_mb", "quality_loss_pct"})
+                        "step_peak_memory_mb", "rss_peak_mb", "step_hours",
+                        "step_quality_loss_pct"})
 
 
 def _context(report: RunReport, b: BoundStep | None, inputs: dict) -> dict:
@@ -697,6 +718,7 @@ def _finalise(report: RunReport) -> None:
     for s in done:
         final.update({k: v for k, v in s.metrics.items() if k not in _STEP_ONLY})
     final["wall_s"] = sum(s.wall_s or 0 for s in done)
+    final["step_hours"] = final["wall_s"] / 3600
     for k in ("step_peak_memory_mb", "rss_peak_mb"):
         final[k] = max(s.metrics.get(k, 0) for s in done)
     if final.get("probe_ppl") and report.base_metrics.get("probe_ppl"):

@@ -16,11 +16,14 @@ from typing import Any, Mapping
 
 # Metrics shown even without a prediction, in this order (others follow alphabetically).
 CORE_METRICS = ("params", "size_mb", "bits_per_weight", "sparsity", "ppl", "quality_loss_pct",
-                "prefill_ms", "decode_ms_per_token", "peak_memory_mb", "step_peak_memory_mb",
-                "train_loss", "wall_s")
+                "prefill_ms", "decode_ms_per_token", "throughput_tok_s", "peak_memory_mb",
+                "inference_memory_mb", "step_peak_memory_mb", "train_loss", "wall_s",
+                "step_hours")
 UNITS = {"params": "", "size_mb": "MB", "ppl": "", "prefill_ms": "ms", "sparsity": "",
          "decode_ms_per_token": "ms", "peak_memory_mb": "MB", "step_peak_memory_mb": "MB",
-         "train_loss": "", "wall_s": "s", "bits_per_weight": "bits", "quality_loss_pct": "%"}
+         "train_loss": "", "wall_s": "s", "bits_per_weight": "bits", "quality_loss_pct": "%",
+         "inference_memory_mb": "MB", "throughput_tok_s": "tokens/s", "step_hours": "h",
+         "step_quality_loss_pct": "%"}
 
 
 @dataclass
@@ -103,18 +106,26 @@ def _order(names) -> list[str]:
     return [m for m in CORE_METRICS if m in names] + sorted(names - set(CORE_METRICS))
 
 
-def _compare(scope: str, method: str, metric: str, pred: Mapping | None,
+# Signed, additive metrics: compared by difference (percentage points), not by ratio.
+DIFFERENCE_METRICS = frozenset({"quality_loss_pct", "step_quality_loss_pct"})
+
+
+def compare_one(scope: str, method: str, metric: str, pred: Mapping | None,
              measured: float | None) -> dict:
     pred = pred or {}
     value, low, high = pred.get("value"), pred.get("low"), pred.get("high")
-    ratio = within = None
-    if measured is not None and value not in (None, 0) and math.isfinite(measured):
-        ratio = measured / value
+    ratio = within = diff = None
+    if measured is not None and value is not None and math.isfinite(measured):
+        if metric in DIFFERENCE_METRICS:
+            diff = measured - value
+        elif value != 0:
+            ratio = measured / value
     if measured is not None and low is not None and high is not None:
         within = low <= measured <= high
     return {"scope": scope, "method": method, "metric": metric, "predicted": value,
             "predicted_low": low, "predicted_high": high, "measured": measured,
-            "ratio": ratio, "within_range": within, "unit": pred.get("unit") or UNITS.get(metric, "")}
+            "ratio": ratio, "difference": diff, "within_range": within,
+            "unit": pred.get("unit") or UNITS.get(metric, "")}
 
 
 def comparison_rows(report: RunReport, predicted_only: bool = False) -> list[dict]:
@@ -123,12 +134,12 @@ def comparison_rows(report: RunReport, predicted_only: bool = False) -> list[dic
     for s in report.steps:
         names = set(s.predicted) | (set() if predicted_only else set(s.metrics))
         for metric in _order(names):
-            rows.append(_compare(f"step {s.index + 1}", s.method, metric, s.predicted.get(metric),
-                                 s.metrics.get(metric)))
+            rows.append(compare_one(f"step {s.index + 1}", s.method, metric,
+                                    s.predicted.get(metric), s.metrics.get(metric)))
     names = set(report.final_predicted) | (set() if predicted_only else set(report.final_metrics))
     for metric in _order(names):
-        rows.append(_compare("plan", "final", metric, report.final_predicted.get(metric),
-                             report.final_metrics.get(metric)))
+        rows.append(compare_one("plan", "final", metric, report.final_predicted.get(metric),
+                                report.final_metrics.get(metric)))
     return rows
 
 
@@ -140,12 +151,21 @@ def fmt(v: Any) -> str:
     if isinstance(v, float):
         if not math.isfinite(v):
             return str(v)
-        if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
+        if v != 0 and (abs(v) >= 1e7 or abs(v) < 1e-3):
             return f"{v:.3g}"
+        if v == int(v):
+            return f"{int(v):,}"
         return f"{v:,.3f}".rstrip("0").rstrip(".") if abs(v) < 100 else f"{v:,.1f}"
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+def vs_predicted(r: dict) -> str:
+    """measured/predicted as '1.23×', or measured−predicted as '+0.4 pp' for percentages."""
+    if r["difference"] is not None:
+        return f"{r['difference']:+.2f} pp"
+    return fmt(r["ratio"]) + "×" if r["ratio"] is not None else ""
 
 
 def _range(r: dict) -> str:
@@ -163,9 +183,10 @@ def comparison_table(report: RunReport, full: bool = False) -> str:
     rows = [r for r in comparison_rows(report)
             if full or r["predicted"] is not None or r["predicted_low"] is not None
             or r["metric"] in keep or (r["scope"] == "plan" and r["metric"] in CORE_METRICS)]
-    header = ["step", "method", "metric", "predicted", "range", "measured", "ratio", "in range"]
+    header = ["step", "method", "metric", "predicted", "range", "measured", "vs predicted",
+              "in range"]
     cells = [header] + [[r["scope"], r["method"], r["metric"], fmt(r["predicted"]), _range(r),
-                         fmt(r["measured"]), fmt(r["ratio"]) + ("×" if r["ratio"] else ""),
+                         fmt(r["measured"]), vs_predicted(r),
                          fmt(r["within_range"]) if r["within_range"] is not None else ""]
                         for r in rows]
     widths = [max(len(str(row[i])) for row in cells) for i in range(len(header))]
@@ -209,14 +230,16 @@ def to_markdown(report: RunReport) -> str:
         out += ["", "## Input model", "", "| metric | measured |", "| --- | --- |"]
         out += [f"| {m} | {fmt(report.base_metrics[m])} |" for m in _order(report.base_metrics)]
     out += ["", "## Predicted vs measured", "",
-            "Ratio is measured / predicted; *in range* says whether the measurement falls inside "
-            "the predicted low–high range.", "",
-            "| step | method | metric | predicted | range | measured | ratio | in range |",
+            "*vs predicted* is measured / predicted (for percentages: measured − predicted, in "
+            "percentage points); *in range* says whether the measurement falls inside the "
+            "predicted low–high range. `ppl` after each step comes from a small fixed validation "
+            "slice (`probe_ppl`); an evaluate step reports its own, larger slice. "
+            "`quality_loss_pct` is the probe perplexity change against the input model, in %.", "",
+            "| step | method | metric | predicted | range | measured | vs predicted | in range |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in comparison_rows(report):
         out.append(f"| {r['scope']} | {r['method']} | {r['metric']} | {fmt(r['predicted'])} | "
-                   f"{_range(r)} | {fmt(r['measured'])} | "
-                   f"{fmt(r['ratio']) + '×' if r['ratio'] is not None else '–'} | "
+                   f"{_range(r)} | {fmt(r['measured'])} | {vs_predicted(r) or '–'} | "
                    f"{fmt(r['within_range']) if r['within_range'] is not None else '–'} |")
     return "\n".join(out) + "\n"
 

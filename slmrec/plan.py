@@ -45,7 +45,8 @@ class Rejection(_Rec):
     method: str
     component: str | None = None
     reason: str
-    kind: str = Field(description="requirement | constraint | relation | dominated | other")
+    kind: str = Field(description="requirement | constraint | relation | evidence | dominated | "
+                                  "other")
     sources: list[str] = Field(default_factory=list)
 
 

@@ -27,7 +27,7 @@ from slmrec.estimate import Option
 from slmrec.kb import KB, load_kb
 from slmrec.plan import Counterfactual, Plan, Prediction, Rejection, Step
 from slmrec.recommend_search import Board, Candidate, Search
-from slmrec.recommend_space import KBIndex, Space, build_space, kb_index, opens_up
+from slmrec.recommend_space import KBIndex, Space, _free, build_space, kb_index, opens_up
 from slmrec.scenario import (CHOOSE, COMPUTE_RANK, DATA_UNITS, DEFAULT_AMOUNTS, Scenario,
                              load_scenario, to_dict)
 from slmrec.schema import ComputeScale, TeacherAccess
@@ -112,6 +112,7 @@ def recommend(scenario: Scenario | str | Path, kb: KB | None = None, *, top_k: i
         "leaves": sum(r.stats.leaves for r in runs),
         "chains_evaluated": sum(r.stats.evaluated for r in runs),
         "search_seconds": round(sum(r.stats.seconds for r in runs), 4),
+        "pareto_complete": board.pareto_complete,
     }
     if pareto and feasible:
         rec.pareto = _pareto(runs)
@@ -135,7 +136,8 @@ def _spaces(idx: KBIndex, sc: Scenario, calibration: Any) -> list[Space]:
 
 
 def _searches(idx: KBIndex, sc: Scenario, top_k: int, calibration: Any, pareto: bool,
-              spaces: list[Space] | None = None, **settings) -> tuple[list[Search], Board]:
+              spaces: list[Space] | None = None, need: dict[str, set] | None = None,
+              **settings) -> tuple[list[Search], Board]:
     """One search per candidate base model, sharing one board (best first, so the others prune
     against it)."""
     spaces = spaces or _spaces(idx, sc, calibration)
@@ -147,8 +149,10 @@ def _searches(idx: KBIndex, sc: Scenario, top_k: int, calibration: Any, pareto: 
         refs = biggest.refs
         for sp in spaces:
             priors[sp.model] = 100 * ((biggest.arch.params / sp.arch.params) ** SCALING_EXPONENT - 1)
-    runs = [Search(sp, k=top_k, pareto=pareto, prior_q=priors[sp.model], refs=refs)
-            for sp in spaces]
+    runs = [Search(sp, k=top_k, pareto=pareto, prior_q=priors[sp.model], refs=refs,
+                   need_any=(need or {}).get(sp.model)) for sp in spaces]
+    if need is not None:  # a model with nothing new cannot beat the plans already found
+        runs = [r for r in runs if r.need_any]
     board = Board(top_k)
     for r in sorted(runs, key=lambda r: r.root_bound()):
         r.run(board=board, **settings)
@@ -162,7 +166,6 @@ def _closest(runs: list[Search]) -> list[tuple[Candidate, Search]]:
     by_model = {r.sp.model: r for r in runs}
     out = [(c, by_model[c.model]) for c in board.top]
     for r in runs:
-        r.stats_closest = r.stats
         r.reset(mode="rank")
     return out
 
@@ -219,23 +222,30 @@ def _identity(sp: Space) -> Option | None:
 
 def _plan(c: Candidate, run: Search, sc: Scenario, kb: KB, *, rank: int, explain: bool) -> Plan:
     sp = run.sp
-    if not c.options:
-        ident = _identity(sp)
-        if ident is not None:  # same model, same verdict: only the step list differs
-            c = dataclasses.replace(run.evaluate((ident,)), violations=c.violations, score=c.score)
     pred = sp.est.predict_chain(list(c.options))
-    steps = []
     whys = _step_whys(c, run) if explain else [[] for _ in c.options]
-    if len(c.options) == 1 and c.options[0].quality_status == "lossless" and not c.options[0].fields:
-        whys = [["the base model already meets every constraint: this step keeps it as it is"]]
-    for i, (o, preds) in enumerate(zip(c.options, pred.steps)):
+    steps_pred = pred.steps
+    final = pred.final
+    if not c.options:
+        # keep the base model as it is: one no-op step (e.g. loading the checkpoint) so the
+        # executor has something to run and measure; it costs nothing beyond inference itself
+        ident = _identity(sp)
+        if ident is not None:
+            c = dataclasses.replace(c, options=(ident,))
+            zero = {k: Prediction(value=0.0, low=0.0, high=0.0, unit=u, basis="analytic")
+                    for k, u in (("step_peak_memory_mb", "MB"), ("step_tflop", "TFLOP"),
+                                 ("step_hours", "h"))}
+            final = {**pred.final, **zero}
+            steps_pred = [final]
+            whys = [["the base model already meets every constraint: this step keeps it as it is"]]
+    steps = []
+    for i, (o, preds) in enumerate(zip(c.options, steps_pred)):
         m = kb.methods[o.method]
         srcs = list(dict.fromkeys(list(m.sources) + [s for p in preds.values() for s in p.sources
                                                      if s in kb.sources and s not in sp.est.sources_hw
                                                      and s not in sp.arch.sources]))
         steps.append(Step(method=o.method, params=dict(o.params), why=whys[i], sources=srcs,
                           predicted=preds))
-    final = pred.final
     hw = sc.hardware if isinstance(sc.hardware, str) else "custom"
     notes = []
     if sc.base_model == CHOOSE:
@@ -327,6 +337,11 @@ def _rejections(run: Search, top: Candidate | None, plans: list[Plan]) -> list[R
     kb = sp.kb
     relevant = {kb.methods[m].component for m in sp.idx.options}
     in_plan = {o.method for o in top.options} if top else set()
+    by_root: dict[str, list[str]] = {}
+    for o in sp.options:
+        lst = by_root.setdefault(kb.methods[o.method].family.split("/")[0], [])
+        if o.method not in lst:
+            lst.append(o.method)
     out: list[Rejection] = []
     for mid, why in sp.rejected.items():
         m = kb.methods[mid]
@@ -334,7 +349,7 @@ def _rejections(run: Search, top: Candidate | None, plans: list[Plan]) -> list[R
             continue
         reason = why.reason
         if why.kind == "requirement":
-            alt = _alternatives(mid, sp, in_plan)
+            alt = _alternatives(mid, sp, in_plan, by_root)
             if alt:
                 reason += f"; offered instead: {', '.join(alt)}"
         out.append(Rejection(method=mid, component=m.component, reason=reason, kind=why.kind,
@@ -343,26 +358,59 @@ def _rejections(run: Search, top: Candidate | None, plans: list[Plan]) -> list[R
     for o in sp.options:
         by_method.setdefault(o.method, []).append(o)
     other_plans = {s.method: p.name for p in plans[1:] for s in p.steps}
-    for mid, opts in by_method.items():
+    # methods whose single option has the same effect and cost as another's, bound by no relation
+    # of their own and with no less loss, share its verdict (large KBs hold many such twins)
+    seen: dict[tuple, tuple[Option, Rejection | None]] = {}
+    if top is not None:
+        for o in top.options:
+            seen.setdefault(_twin_key(o, run), (o, None))
+    for mid, opts in sorted(by_method.items(), key=lambda kv: (kv[1][0].quality.value,
+                                                               kv[1][0].quality.high)):
         if mid in in_plan:
             continue
-        out.append(_why_not(mid, opts, run, top, other_plans.get(mid)))
+        key = _twin_key(opts[0], run) if len(opts) == 1 else None
+        twin = seen.get(key) if key is not None else None
+        o = opts[0]
+        if twin is not None and o.quality.value >= twin[0].quality.value and \
+                o.quality.high >= twin[0].quality.high and _free(sp.idx, mid):
+            rep, verdict = twin
+            comp = kb.methods[mid].component
+            if verdict is None:
+                out.append(Rejection(method=mid, component=comp, kind="dominated", reason=(
+                    f"same effect and cost as {rep.label()} in the top plan, with no less quality "
+                    f"loss ({_fmt(o.quality.value)}% vs {_fmt(rep.quality.value)}%)"),
+                    sources=list(o.quality.sources)))
+            else:
+                more = "" if o.quality.value == rep.quality.value else \
+                    f", with more quality loss ({_fmt(o.quality.value)}% vs {_fmt(rep.quality.value)}%)"
+                out.append(Rejection(method=mid, component=comp, kind=verdict.kind, reason=(
+                    f"same predicted effect and cost as {rep.method}{more}; like it: "
+                    f"{verdict.reason}"), sources=list(o.quality.sources)))
+            continue
+        rej = _why_not(mid, opts, run, top, other_plans.get(mid))
+        out.append(rej)
+        if key is not None and key not in seen and _free(sp.idx, mid):
+            seen[key] = (o, rej)
     out.sort(key=lambda r: (sp.idx.comp_order.get(r.component or "", 100),
                             sp.idx.rank.get(r.method, 0)))
     return out
 
 
-def _alternatives(mid: str, sp: Space, in_plan: set[str]) -> list[str]:
+def _twin_key(o: Option, run: Search) -> tuple:
+    m = run.sp.kb.methods[o.method]
+    return (run.sig.get(o.key), o.recovery, tuple(o.cost.values()), m.requires.teacher.value,
+            m.requires.data.value, run.est.step_tokens(o), o.fields, o.int_quant,
+            o.edits_structure, o.trains_all, o.from_scratch, m.component,
+            run.sp.idx.role.get(o.method))
+
+
+def _alternatives(mid: str, sp: Space, in_plan: set[str],
+                  by_root: dict[str, list[str]]) -> list[str]:
     """Feasible methods of the same family root that the scenario allows (e.g. another
     distillation when one needs what the scenario lacks)."""
-    kb = sp.kb
-    root = kb.methods[mid].family.split("/")[0]
-    out = []
-    for o in sp.options:
-        m = kb.methods[o.method]
-        if o.method != mid and m.family.split("/")[0] == root and o.method not in out:
-            out.append(o.method + (" (in the plan)" if o.method in in_plan else ""))
-    return out[:3]
+    root = sp.kb.methods[mid].family.split("/")[0]
+    return [m + (" (in the plan)" if m in in_plan else "") for m in by_root.get(root, [])
+            if m != mid][:3]
 
 
 def _why_not(mid: str, opts: list[Option], run: Search, top: Candidate | None,
@@ -404,6 +452,9 @@ def _why_not(mid: str, opts: list[Option], run: Search, top: Candidate | None,
                          reason=f"with it ({label}) the {_violation_text(k, v, lim)}",
                          sources=_option_sources(best, mid))
     reason = f"feasible but ranks lower: best plan with it ({label}) scores {best.score:.3f}"
+    if all(_inert(o, run) for o in opts):
+        reason = ("no effect the KB quantifies (no transform, quality, recovery or credited "
+                  "speed-up figure), so it only adds a step; " + reason)
     if top is not None:
         reason += f" vs {top.score:.3f}"
         diffs = _diff(best, top)
@@ -413,6 +464,11 @@ def _why_not(mid: str, opts: list[Option], run: Search, top: Candidate | None,
         reason += f"; used in {other}"
     return Rejection(method=mid, component=comp, reason=reason, kind="dominated",
                      sources=_option_sources(best, mid))
+
+
+def _inert(o: Option, run: Search) -> bool:
+    return (not o.fields and o.quality_status == "lossless" and o.recovery is None
+            and not (o.speedup is not None and run.est.credit(o)[2]))
 
 
 def _option_sources(c: Candidate, mid: str) -> list[str]:
@@ -460,7 +516,7 @@ def _counterfactuals(idx: KBIndex, sc: Scenario, runs: list[Search],
             continue
         if name == "quality_loss_pct":
             # the tolerance also scales the quality objective, so try a ladder of tolerances
-            cf = _tolerance_counterfactual(idx, sc, lim, top, calibration, feasible, top_model)
+            cf = _tolerance_counterfactual(runs, lim, top, feasible, top_model)
             if cf is not None:
                 out.append(cf)
             continue
@@ -488,13 +544,21 @@ def _counterfactuals(idx: KBIndex, sc: Scenario, runs: list[Search],
                                          f"{verb} {_chain_text(best_c)}{model}"))
     # 2) discrete relaxations: one more data tier, a teacher, more compute
     known = {(r.sp.model, o.key) for r in runs for o in r.sp.options}
+    done: set[str] = set()
     for field_name, value, text, variant in _discrete_variants(idx.kb, sc):
+        dimension = field_name.split(".")[0]
+        if dimension in done:
+            continue  # a smaller relaxation of this kind already changes the top plan
         if feasible and not any(opens_up(r.sp, variant) for r in runs):
             continue  # no excluded method becomes possible: the top plan cannot change
         spaces = _spaces(idx, variant, calibration)
-        if feasible and all((sp.model, o.key) in known for sp in spaces for o in sp.options):
+        new = {sp.model: {o.key for o in sp.options if (sp.model, o.key) not in known}
+               for sp in spaces}
+        if feasible and not any(new.values()):
             continue  # nothing new becomes possible: the top plan cannot change
+        # with a feasible top plan, only plans holding something new can beat it
         _, board = _searches(idx, variant, 1, calibration, False, spaces,
+                             need=new if feasible else None,
                              **({"cutoff": cutoff} if feasible else {}))
         if not board.top:
             continue
@@ -506,20 +570,24 @@ def _counterfactuals(idx: KBIndex, sc: Scenario, runs: list[Search],
         verb = "the top plan becomes" if feasible else "a plan becomes feasible:"
         out.append(Counterfactual(relax=field_name, to=value,
                                   change=f"{text}: {verb} {_chain_text(c)}{where}"))
+        done.add(dimension)
     return out
 
 
-def _tolerance_counterfactual(idx: KBIndex, sc: Scenario, tol: float, top: Candidate | None,
-                              calibration: Any, feasible: bool,
-                              top_model: str | None) -> Counterfactual | None:
+def _tolerance_counterfactual(runs: list[Search], tol: float, top: Candidate | None,
+                              feasible: bool, top_model: str | None) -> Counterfactual | None:
+    """The tolerance also scales the quality objective, so a ladder of tolerances is searched
+    (the spaces do not depend on it: the same searches are re-run with other limits)."""
     ladder = sorted({round(x, 2) for x in (tol * 1.5, tol * 2, tol * 3, tol * 5, tol * 10,
                                            tol + 1, tol + 2, tol + 5) if x > tol})
     for t in ladder:
-        variant = sc.model_copy(deep=True)
-        variant.tolerance_pct = t
-        if sc.preferences.conservative:
-            variant.preferences.conservative = True
-        _, board = _searches(idx, variant, 1, calibration, False)
+        board = Board(1)
+        for r in runs:
+            saved = r.sp.limits
+            r.set_limits(dataclasses.replace(saved, quality_loss_pct=t))
+            r.run(board=board, mode="rank", k=1, pareto=False)
+            r.set_limits(saved)
+            r.reset(mode="rank")
         if not board.top:
             continue
         c = board.top[0]
@@ -541,6 +609,8 @@ def _round_up(v: float) -> float:
 
 
 def _discrete_variants(kb: KB, sc: Scenario) -> list[tuple[str, Any, str, Scenario]]:
+    """One-step relaxations, smallest first within each kind (data, teacher, compute, privacy):
+    the first of a kind that changes the top plan is the one reported."""
     out = []
     data = sc.data
     for tier in DATA_UNITS:

@@ -33,6 +33,7 @@ COST_PENALTY = 0.01        # per decade of step TFLOP, unless 'cost' is an objec
 MAX_RECOVERY = 2
 PARETO_EPS = 0.05          # relative tolerance of the Pareto front in memory and latency
 PARETO_EPS_Q = 0.25        # and in quality loss, percentage points
+PARETO_BUDGET = 5000       # search nodes spent on the front alone before it is cut short
 METRIC_OF = {"memory": "inference_memory_mb", "latency": "decode_ms_per_token",
              "size": "size_mb", "prefill": "prefill_ms"}
 MODEL_KEYS = ("params", "bits_per_weight", "sparsity", "size_mb", "inference_memory_mb",
@@ -67,6 +68,7 @@ class Candidate:
 class Level:
     options: list[Option]
     field: str                             # the slot: a transform field, a data tier or a family
+    groups: list[list[Option]] = field(default_factory=list)   # same effect, by quality
 
 
 @dataclass
@@ -84,7 +86,7 @@ class Search:
 
     def __init__(self, space: Space, *, k: int = 5, mode: str = "rank", pareto: bool = True,
                  max_steps: int | None = None, bound: bool = True, prior_q: float = 0.0,
-                 refs: dict[str, float] | None = None):
+                 refs: dict[str, float] | None = None, need_any: set | None = None):
         self.sp = space
         self.k = k
         self.mode = mode
@@ -96,6 +98,7 @@ class Search:
         self.weights = space.weights
         self.refs = refs or space.refs
         self.prior_q = prior_q           # quality offset of this base model (choose mode)
+        self.need_any = need_any or set()  # plans must hold one of these options (new ones)
         self.set_limits(space.limits)
         self._state_memo: dict[tuple, ModelState] = {}
         self._bound_memo: dict[tuple, tuple] = {}
@@ -112,9 +115,12 @@ class Search:
         self.tol_norm = max(self.tol if self.tol is not None else 5.0, 0.5)
 
     def reset(self, *, mode: str | None = None, cutoff: float | None = None,
-              k: int | None = None, relax: str | None = None) -> None:
+              k: int | None = None, relax: str | None = None,
+              pareto: bool | None = None) -> None:
         if mode:
             self.mode = mode
+        if pareto is not None:
+            self.pareto_on = pareto
         if k:
             self.k = k
         self.cutoff = cutoff             # only plans scoring below this are of interest
@@ -155,7 +161,6 @@ class Search:
                     self.neutral.setdefault(o.method, o)
                 continue
             slots.setdefault(primary or tier or "family:" + m.family, []).append(o)
-        self.base_score = self._standalone(None)
         levels = []
         for f in FIELD_ORDER:
             if f in slots:
@@ -165,12 +170,29 @@ class Search:
                                   all(o.recovery is None for o in lv.options),
                                   self._standalone(lv.options[0])))
         self.levels = levels + rest
+        if self.need_any:  # decide the options a plan must hold first: the rest prunes early
+            self.levels.sort(key=lambda lv: not any(o.key in self.need_any for o in lv.options))
         levels = self.levels
+        self.sig: dict[tuple, tuple] = {}
+        for lvl in levels:
+            by_sig: dict[tuple, list[Option]] = {}
+            for o in lvl.options:
+                cred = self.est.credit(o)
+                sig = (tuple(sorted(o.t.items())), o.structure, o.group_overhead_bits, cred,
+                       (o.speedup.value, o.speedup.high) if o.speedup and cred[2] else None)
+                self.sig[o.key] = sig
+                by_sig.setdefault((sig, o.recovery), []).append(o)
+            lvl.groups = [sorted(g, key=lambda o: (o.quality.value, o.quality.high))
+                          for g in by_sig.values()]
+            lvl.groups.sort(key=lambda g: self._standalone(g[0]))
         self.include_methods = [m for m in sp.include if m not in self.neutral]
         self.last_level_of: dict[str, int] = {}
+        self.last_need_level = -1
         for i, lvl in enumerate(levels):
             for o in lvl.options:
                 self.last_level_of[o.method] = i
+                if o.key in self.need_any:
+                    self.last_need_level = i
         self._suffix()
 
     def _standalone(self, o: Option | None) -> float:
@@ -335,7 +357,7 @@ class Search:
         if board is not None:
             self.board = board
         t0 = time.perf_counter()
-        self._dfs(0, self.sp.base, (), (), frozenset(), frozenset(), (1.0, 1.0, 1.0),
+        self._dfs(0, self.sp.base, (), frozenset(), frozenset(), (1.0, 1.0, 1.0),
                   (1.0, 1.0, 1.0), 0)
         self.stats.seconds = time.perf_counter() - t0
         return self
@@ -350,7 +372,7 @@ class Search:
 
     def root_bound(self) -> float:
         """A lower bound of the score of any plan of this search (to order base models)."""
-        m, q, _ = self._bound(0, self.sp.base, (), (), frozenset(), (1.0, 1.0, 1.0),
+        m, q, _ = self._bound(0, self.sp.base, (), frozenset(), (1.0, 1.0, 1.0),
                               (1.0, 1.0, 1.0), 0)
         return self._score(m, q, 0, 0.0)
 
@@ -361,39 +383,50 @@ class Search:
             t = min(t, self.cutoff)
         return t
 
-    def _dfs(self, i: int, s: ModelState, chosen: tuple, ck: tuple, used: frozenset,
-             fams: frozenset, loss: tuple, rec: tuple, n_rec: int) -> None:
+    def _dfs(self, i: int, s: ModelState, chosen: tuple, used: frozenset, fams: frozenset,
+             loss: tuple, rec: tuple, n_rec: int) -> bool:
+        """Explore below this node; True when its bound pruned it (a bound that only gets
+        worse with a larger quality loss, so equal-effect siblings with more loss are skipped)."""
         self.stats.nodes += 1
         levels = self.levels
         n = len(levels)
         while i < n and (levels[i].field in used or levels[i].field in fams):
             i += 1
-        if self.bound_on and self._prune(i, s, chosen, ck, used, loss, rec, n_rec):
-            self.stats.pruned += 1
-            return
+        if self.bound_on:
+            why = self._prune(i, s, chosen, used, loss, rec, n_rec)
+            if why:
+                self.stats.pruned += 1
+                return why == 2
         if i >= n or len(chosen) >= self.max_steps:
             self._leaf(chosen, loss, rec)
-            return
+            return False
         memo = self._state_memo
-        for o in levels[i].options:
-            if not self._compatible(o, chosen, used, fams, n_rec):
-                continue
-            ck2 = ck + (o.key,)
-            s2 = memo.get(ck2)
-            if s2 is None:
-                s2 = memo[ck2] = self.est.transform(s, o)
-            q = o.quality
-            loss2 = (loss[0] * (1 + q.value / 100), loss[1] * (1 + q.low / 100),
-                     loss[2] * (1 + q.high / 100))
-            rec2, n_rec2 = rec, n_rec
-            if o.recovery is not None:
-                r = o.recovery
-                rec2 = (rec[0] * (1 - _clip(r.value)), rec[1] * (1 - _clip(r.high)),
-                        rec[2] * (1 - _clip(r.low)))
-                n_rec2 += 1
-            self._dfs(i + 1, s2, chosen + (o,), ck2, used | o.fields, fams | self.tags[o.key],
-                      loss2, rec2, n_rec2)
-        self._dfs(i + 1, s, chosen, ck, used, fams, loss, rec, n_rec)
+        for group in levels[i].groups:
+            pruned_q = None
+            for o in group:
+                q = o.quality
+                if pruned_q is not None and q.value >= pruned_q.value and q.high >= pruned_q.high:
+                    self.stats.pruned += 1
+                    continue
+                if not self._compatible(o, chosen, used, fams, n_rec):
+                    continue
+                key = (id(s), self.sig[o.key])
+                s2 = memo.get(key)
+                if s2 is None:
+                    s2 = memo[key] = self.est.transform(s, o)
+                loss2 = (loss[0] * (1 + q.value / 100), loss[1] * (1 + q.low / 100),
+                         loss[2] * (1 + q.high / 100))
+                rec2, n_rec2 = rec, n_rec
+                if o.recovery is not None:
+                    r = o.recovery
+                    rec2 = (rec[0] * (1 - _clip(r.value)), rec[1] * (1 - _clip(r.high)),
+                            rec[2] * (1 - _clip(r.low)))
+                    n_rec2 += 1
+                if self._dfs(i + 1, s2, chosen + (o,), used | o.fields, fams | self.tags[o.key],
+                             loss2, rec2, n_rec2):
+                    pruned_q = q
+        self._dfs(i + 1, s, chosen, used, fams, loss, rec, n_rec)
+        return False
 
     def _compatible(self, o: Option, chosen: tuple, used: frozenset, fams: frozenset,
                     n_rec: int) -> bool:
@@ -428,60 +461,77 @@ class Search:
                 xh *= 1 - rl
         return x * 100, xh * 100
 
-    def _bound(self, i: int, s: ModelState, chosen: tuple, ck: tuple, used: frozenset,
-               loss: tuple, rec: tuple, n_rec: int) -> tuple[dict[str, float], float, float]:
+    def _bound(self, i: int, s: ModelState, chosen: tuple, used: frozenset, loss: tuple,
+               rec: tuple, n_rec: int) -> tuple[dict[str, float], float, float]:
         """Lower bounds of the model metrics and of the quality loss below this node."""
-        key = (ck, i)
-        got = self._bound_memo.get(key)
-        if got is not None:
-            return got
         if i < len(self.levels):
-            m = self._model_metrics(self._optimistic(s, used, i))
+            key = (id(s), i)
+            m = self._bound_memo.get(key)
+            if m is None:
+                m = self._bound_memo[key] = self._cal_lower(
+                    self._model_metrics(self._optimistic(s, used, i)))
             q, q_hi = self._q_bound(loss, rec, n_rec, i, self.max_steps - len(chosen))
         else:
-            m = self._model_metrics(s)
+            key = (id(s), -1)
+            m = self._bound_memo.get(key)
+            if m is None:
+                m = self._bound_memo[key] = self._cal_lower(self._model_metrics(s))
             q, q_hi = self._q_final(loss, rec)
         cal = self.est.calibration
         if cal is not None:
-            m = {k: cal.lower(k, v) for k, v in m.items()}
             q, q_hi = cal.lower("quality_loss_pct", q), cal.lower("quality_loss_pct", q_hi)
-        got = self._bound_memo[key] = (m, q, q_hi)
-        return got
+        return m, q, q_hi
 
-    def _prune(self, i: int, s: ModelState, chosen: tuple, ck: tuple, used: frozenset,
-               loss: tuple, rec: tuple, n_rec: int) -> bool:
+    def _cal_lower(self, m: dict[str, float]) -> dict[str, float]:
+        cal = self.est.calibration
+        return m if cal is None else {k: cal.lower(k, v) for k, v in m.items()}
+
+    def _prune(self, i: int, s: ModelState, chosen: tuple, used: frozenset, loss: tuple,
+               rec: tuple, n_rec: int) -> int:
+        """0: explore; 1: pruned by the plan's shape (steps, includes); 2: pruned by bounds."""
         missing = 0
         if self.include_methods:
             have = {c.method for c in chosen}
             miss = [m for m in self.include_methods if m not in have]
             if any(self.last_level_of.get(m, -1) < i for m in miss):
-                return True
+                return 1
             missing = len(miss)
         if len(chosen) + missing > self.max_steps:
-            return True
-        m, q, q_hi = self._bound(i, s, chosen, ck, used, loss, rec, n_rec)
+            return 1
+        if self.need_any and i > self.last_need_level and \
+                not any(c.key in self.need_any for c in chosen):
+            return 1
+        m, q, q_hi = self._bound(i, s, chosen, used, loss, rec, n_rec)
         viol = self._violations(m, q, q_hi)
         lb = self._score(m, q, len(chosen) + missing, 0.0)
         if self.mode == "closest":
             top = self.board.top
             if not top:
-                return False
+                return 0
             total, best = self._violation_total(viol), top[0].metrics["violation"]
-            return total > best + 1e-9 or (total >= best - 1e-9 and lb >= top[0].score - 1e-12)
+            return 2 if total > best + 1e-9 or (total >= best - 1e-9 and lb >= top[0].score - 1e-12) \
+                else 0
         if viol:
-            return True
+            return 2
         if self.relax is not None:
             if self.cutoff is not None and lb >= self.cutoff - 1e-12:
-                return True
+                return 2
             r = self.relaxed
-            return r is not None and self._limit_value(self.relax, m, q, q_hi) > \
-                self._limit_value(self.relax, r.metrics, r.q[0], r.q[2]) + 1e-12
+            return 2 if r is not None and self._limit_value(self.relax, m, q, q_hi) > \
+                self._limit_value(self.relax, r.metrics, r.q[0], r.q[2]) + 1e-12 else 0
         if lb < self._threshold() - 1e-12:
-            return False
+            return 0
         if not self.pareto_on or self.cutoff is not None:
-            return True
-        return self.board.dominated((q + self.prior_q, m["inference_memory_mb"],
-                                     m["decode_ms_per_token"]))
+            return 2
+        if self.board.dominated((q + self.prior_q, m["inference_memory_mb"],
+                                 m["decode_ms_per_token"])):
+            return 2
+        # explored only for the Pareto front: within a budget, so huge KBs stay fast
+        self.board.pareto_nodes += 1
+        if self.board.pareto_nodes > self.board.pareto_budget:
+            self.board.pareto_complete = False
+            return 2
+        return 0
 
     def _q_final(self, loss: tuple, rec: tuple) -> tuple[float, float]:
         x = (loss[0] - 1) * (rec[0] if loss[0] > 1 else 1)
@@ -592,12 +642,11 @@ class Search:
                 return False
             quantized = quantized or o.int_quant
             if o.method in idx.floating:
-                d, a = idx.desc(o.method), idx.anc(o.method)
                 for x in order[:j]:
-                    if x.method in d:
+                    if idx.must_precede(o.method, x.method):
                         return False
                 for x in order[j + 1:]:
-                    if x.method in a:
+                    if idx.must_precede(x.method, o.method):
                         return False
         return True
 
@@ -679,12 +728,18 @@ class Board:
 
     The front is an epsilon-front: a point within `eps` (relative, and `eps_q` percentage points
     of quality) of a kept point in every objective counts as covered. This keeps the front
-    readable and lets the search prune far more; the exact front differs by at most eps."""
+    readable and lets the search prune far more; the exact front differs by at most eps. Nodes
+    explored only for the front are capped (`pareto_budget`); `pareto_complete` says whether the
+    cap was reached (the top-k plans are exact either way)."""
 
-    def __init__(self, k: int = 5, eps: float = PARETO_EPS, eps_q: float = PARETO_EPS_Q):
+    def __init__(self, k: int = 5, eps: float = PARETO_EPS, eps_q: float = PARETO_EPS_Q,
+                 pareto_budget: int = PARETO_BUDGET):
         self.k = k
         self.eps = eps
         self.eps_q = eps_q
+        self.pareto_budget = pareto_budget   # nodes explored only for the front
+        self.pareto_nodes = 0
+        self.pareto_complete = True
         self.top: list[Candidate] = []
         self.archive: list[Candidate] = []
 

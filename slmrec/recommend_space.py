@@ -28,9 +28,6 @@ from slmrec.schema import ComponentClass, Relation, RelationKind
 from slmrec.scenario import ACCESS_RANK, COMPUTE_RANK, Scenario
 
 ROLE_STRUCTURE, ROLE_TRAIN, ROLE_PRECISION, ROLE_OTHER = 0, 1, 2, 3
-ROLE_NAMES = {ROLE_STRUCTURE: "structure", ROLE_TRAIN: "training", ROLE_PRECISION: "precision",
-              ROLE_OTHER: "other"}
-UNREACHED = 10 ** 6
 
 
 # --------------------------------------------------------------------------------------------
@@ -50,32 +47,36 @@ class KBIndex:
     recovers: dict[str, list[Relation]]
     graph: nx.DiGraph = field(repr=False)
     pretrain_scale: frozenset[str] = frozenset()   # methods that train at pretraining scale
-    _desc: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
-    _anc: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
-    hw_cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    node_rank: dict[object, int] = field(default_factory=dict, repr=False)
+    required_by: frozenset[str] = frozenset()      # targets of `requires` relations
+    _reach: dict[tuple, bool] = field(default_factory=dict, repr=False)
 
     # ---- order ----------------------------------------------------------------------------
 
-    def desc(self, m: str) -> frozenset[str]:
-        """Methods that must come after `m` (declared `precedes`, transitively)."""
-        got = self._desc.get(m)
-        if got is None:
-            got = frozenset(n for n in nx.descendants(self.graph, m) if isinstance(n, str)) \
-                if m in self.graph else frozenset()
-            self._desc[m] = got
-        return got
-
-    def anc(self, m: str) -> frozenset[str]:
-        got = self._anc.get(m)
-        if got is None:
-            got = frozenset(n for n in nx.ancestors(self.graph, m) if isinstance(n, str)) \
-                if m in self.graph else frozenset()
-            self._anc[m] = got
-        return got
-
     def must_precede(self, a: str, b: str) -> bool:
-        """True when the KB declares that `a` comes before `b`."""
-        return b in self.desc(a)
+        """True when the KB declares (directly or transitively) that `a` comes before `b`.
+
+        The canonical rank is a linear extension of `precedes`, so a path a -> b only passes
+        through nodes ranked between them: the search stays local and is memoised."""
+        key = (a, b)
+        got = self._reach.get(key)
+        if got is not None:
+            return got
+        rank = self.node_rank
+        ra, rb = rank.get(a), rank.get(b)
+        got = False
+        if ra is not None and rb is not None and ra < rb:
+            seen, stack = {a}, [a]
+            while stack and not got:
+                for v in self.graph.successors(stack.pop()):
+                    if v == b:
+                        got = True
+                        break
+                    if v not in seen and rank.get(v, -1) < rb:
+                        seen.add(v)
+                        stack.append(v)
+        self._reach[key] = got
+        return got
 
     def precedes_relation(self, a: str, b: str) -> Relation | None:
         kb = self.kb
@@ -156,7 +157,8 @@ def kb_index(kb: KB) -> KBIndex:
         u = r.src if r.src in kb.methods else ("out", r.src)
         v = r.dst if r.dst in kb.methods else ("in", r.dst)
         g.add_edge(u, v)
-    rank = _canonical_rank(kb, g, comp_order, role)
+    node_rank = _canonical_rank(kb, g, comp_order, role)
+    rank = {n: r for n, r in node_rank.items() if isinstance(n, str)}
     requires: dict[str, list[str]] = {}
     recovers: dict[str, list[Relation]] = {}
     for r in kb.relations.values():
@@ -169,14 +171,17 @@ def kb_index(kb: KB) -> KBIndex:
     pretrain = frozenset(mid for mid in options if kb.methods[mid].requires.compute.value == "pretraining"
                          and (kb.methods[mid].requires.training
                               or any(o.cost["passes"] == "train" for o in options[mid])))
-    idx = KBIndex(kb, options, rank, role, comp_order, floating, requires, recovers, g, pretrain)
+    required_by = frozenset(d for ds in requires.values() for d in ds)
+    idx = KBIndex(kb, options, rank, role, comp_order, floating, requires, recovers, g, pretrain,
+                  node_rank, required_by)
     kb.__dict__["_recommend_index"] = idx
     return idx
 
 
 def _canonical_rank(kb: KB, g: nx.DiGraph, comp_order: dict[str, int],
-                    role: dict[str, int]) -> dict[str, int]:
-    """A linear extension of `precedes`: Kahn's algorithm, ties by (stage, role, family, id)."""
+                    role: dict[str, int]) -> dict[object, int]:
+    """A linear extension of `precedes` over every node (methods and component entry/exit
+    nodes): Kahn's algorithm, ties by (stage, role, family, id)."""
 
     def key(n: object) -> tuple:
         if isinstance(n, tuple):
@@ -207,11 +212,7 @@ def _canonical_rank(kb: KB, g: nx.DiGraph, comp_order: dict[str, int],
             if indeg[v] == 0 and v not in done:
                 heapq.heappush(heap, (key(v), counter, v))
                 counter += 1
-    out: dict[str, int] = {}
-    for n in order:
-        if isinstance(n, str):
-            out[n] = len(out)
-    return out
+    return {n: i for i, n in enumerate(order)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,7 +276,10 @@ def objective_weights(objectives: list[str]) -> dict[str, float]:
 
 
 def build_space(idx: KBIndex, sc: Scenario, model: str, *, calibration: Any = None,
-                limits_override: dict[str, float | None] | None = None) -> Space:
+                limits_override: dict[str, float | None] | None = None,
+                dominance: bool = True) -> Space:
+    """The options `sc` allows on `model`, with one reason for every method left out.
+    `dominance=False` keeps options that others dominate (the exhaustive reference uses it)."""
     kb = idx.kb
     arch = sc.arch(kb, model)
     hw = sc.target(kb)
@@ -302,6 +306,7 @@ def build_space(idx: KBIndex, sc: Scenario, model: str, *, calibration: Any = No
     scale_rank = COMPUTE_RANK[sc.compute.scale.value]
     # the most reduced model any chain could reach: step costs below it are lower bounds
     feasible_opts: dict[str, list[Option]] = {}
+    req_memo: dict[tuple, Why | None] = {}
     for m in kb.methods.values():
         if not m.plannable:
             rejected[m.id] = Why("other", "knowledge only: the KB marks it `plannable: false`, "
@@ -310,10 +315,17 @@ def build_space(idx: KBIndex, sc: Scenario, model: str, *, calibration: Any = No
         if m.id in exclude:
             rejected[m.id] = Why("constraint", "excluded by the scenario (preferences.exclude)")
             continue
-        why = _requirement_problem(m, sc, kb, tiers, tokens, access, access_note, teacher,
-                                   teacher_tok, arch, scale_rank, hw, chw)
+        rq = m.requires
+        sig = (rq.data, rq.data_amount.count if rq.data_amount else None,
+               rq.data_amount.unit if rq.data_amount else None, rq.teacher, rq.tokenizer_match,
+               rq.training, rq.compute, tuple(rq.hardware_to_run), m.cost.passes,
+               m.cost.teacher_resident)
+        if sig not in req_memo:   # methods share requirement profiles: check each profile once
+            req_memo[sig] = _requirement_problem(m, sc, kb, tiers, tokens, access, access_note,
+                                                 teacher, teacher_tok, arch, scale_rank, hw, chw)
+        why = req_memo[sig]
         if why:
-            rejected[m.id] = why
+            rejected[m.id] = Why(why.kind, why.reason, list(m.sources[:1]))
             continue
         opts = [o for o in idx.options.get(m.id, []) if o.quality is not None]
         if not opts:
@@ -325,10 +337,15 @@ def build_space(idx: KBIndex, sc: Scenario, model: str, *, calibration: Any = No
         feasible_opts[m.id] = opts
     # step budgets: a step that cannot fit even on the smallest reachable model is out
     floor = _floor_state(est, base, feasible_opts)
+    cost_memo: dict[tuple, Any] = {}
     for mid, opts in list(feasible_opts.items()):
         kept, worst = [], None
         for o in opts:
-            c = est.step_cost(floor, o)
+            ckey = (tuple(o.cost.values()), est.step_tokens(o),
+                    kb.methods[o.method].requires.teacher.value)
+            c = cost_memo.get(ckey)
+            if c is None:
+                c = cost_memo[ckey] = est.step_cost(floor, o)
             if limits.step_peak_memory_mb and c.peak_memory_mb > limits.step_peak_memory_mb:
                 worst = worst or ("constraint", f"its step needs at least {c.peak_memory_mb:,.0f} MB "
                                   f"on {chw.name} ({limits.step_peak_memory_mb:,.0f} MB available"
@@ -379,6 +396,17 @@ def build_space(idx: KBIndex, sc: Scenario, model: str, *, calibration: Any = No
             del feasible_opts[mid]
     options = [o for mid in sorted(feasible_opts, key=lambda x: idx.rank.get(x, 0))
                for o in _undominated(feasible_opts[mid], est)]
+    if dominance:
+        dominated = _cross_dominated(options, idx, est, set(sc.preferences.include))
+        if dominated:
+            options = [o for o in options if o.key not in dominated]
+            left = {o.method for o in options}
+            for o_key, by in dominated.items():
+                mid = o_key[0]
+                if mid not in left and mid not in rejected:
+                    rejected[mid] = Why("dominated", f"dominated by {by.label()}: no worse in "
+                                        "any effect or cost, and bound by no relation of its own",
+                                        list(by.sources[:1]))
     refs = dict(zip(("params", "bits_per_weight", "sparsity", "size_mb", "inference_memory_mb",
                      "decode_ms_per_token", "prefill_ms"), est.metrics(base)))
     return Space(idx, sc, model, arch, est, options, rejected, limits,
@@ -525,11 +553,89 @@ def _dominates(a: Option, b: Option, est: Estimator) -> bool:
             continue
         if ra is None or ra.value < rb.value or ra.low < rb.low or ra.high < rb.high:
             return False
+    if b.speedup is not None and est.credit(b)[2] and not est.credit(a)[2]:
+        return False
     ca, cb = a.cost, b.cost
     for k in ("tokens", "trainable_fraction", "bits_during"):
         if (ca[k] or 0) > (cb[k] or 0):
             return False
+    if a.method == b.method:
+        return True
+    # another method: it must also cost no more to run and restrict the order no more
+    ma, mb = est.kb.methods[a.method], est.kb.methods[b.method]
+    if (_PASSES[ca["passes"]] > _PASSES[cb["passes"]] or _OPT[ca["optimizer"]] > _OPT[cb["optimizer"]]
+            or (ca["teacher_resident"] and not cb["teacher_resident"])
+            or (ca["hessian"] and not cb["hessian"])
+            or ma.requires.teacher.value != "none" and mb.requires.teacher.value == "none"
+            or est.step_tokens(a) > est.step_tokens(b)
+            or (a.int_quant and not b.int_quant) or (a.edits_structure and not b.edits_structure)
+            or (a.trains_all and not b.trains_all) or a.from_scratch != b.from_scratch
+            or a.lossy and not b.lossy):
+        return False
+    trains_a = ca["passes"] == "train" or ma.requires.training
+    trains_b = cb["passes"] == "train" or mb.requires.training
+    if trains_a and ma.requires.data.value != "none" and not (
+            trains_b and mb.requires.data.value == ma.requires.data.value):
+        return False
     return True
+
+
+_PASSES = {"none": 0, "forward": 1, "train": 2}
+_OPT = {"none": 0, "adapter": 1, "full": 2}
+
+
+def _free(idx: KBIndex, mid: str) -> bool:
+    """No relation of its own constrains where or with what this method may be planned."""
+    g = idx.graph
+    comp = idx.kb.methods[mid].component
+    if any(v != ("out", comp) for v in g.successors(mid)) or \
+            any(u != ("in", comp) for u in g.predecessors(mid)):
+        return False
+    rel = idx.kb.relation_index
+    return not (rel.get("conflicts", {}).get(mid) or rel.get("requires", {}).get(mid)
+                or mid in idx.required_by)
+
+
+def _cross_dominated(opts: list[Option], idx: KBIndex, est: Estimator,
+                     keep: set[str]) -> dict[tuple, Option]:
+    """Options another method's option dominates: same slot, same stage and role, the dominator
+    bound by no relation of its own (so nothing it could be combined with is lost) and of the
+    same family (or a family no other option uses). Returns dominated key -> dominator."""
+    kb = idx.kb
+    fam_count: dict[str, int] = {}
+    for o in opts:
+        fam = kb.methods[o.method].family
+        fam_count[fam] = fam_count.get(fam, 0) + 1
+    groups: dict[tuple, list[Option]] = {}
+    for o in opts:
+        m = kb.methods[o.method]
+        if not o.fields:
+            continue  # field-less steps can be combined freely: dominance would not be exact
+        groups.setdefault((o.fields, o.structure, m.component, idx.role.get(o.method),
+                           o.from_scratch), []).append(o)
+    out: dict[tuple, Option] = {}
+    free_cache: dict[str, bool] = {}
+    for group in groups.values():
+        if len({o.method for o in group}) < 2:
+            continue
+        group.sort(key=lambda o: (o.quality.value, o.quality.high))
+        skyline: list[Option] = []
+        for b in group:
+            fam_b = kb.methods[b.method].family
+            dom = None
+            if b.method not in keep and b.method not in idx.required_by:
+                for a in skyline:
+                    if a.method != b.method and (kb.methods[a.method].family == fam_b or
+                                                 fam_count.get(kb.methods[a.method].family) == 1) \
+                            and _dominates(a, b, est):
+                        dom = a
+                        break
+            if dom is not None:
+                out[b.key] = dom
+                continue
+            if free_cache.setdefault(b.method, _free(idx, b.method)):
+                skyline.append(b)
+    return out
 
 
 def _undominated(opts: list[Option], est: Estimator) -> list[Option]:

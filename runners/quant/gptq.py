@@ -7,6 +7,8 @@ ordering (largest Hessian diagonal first) keeps one scale per contiguous group.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -16,6 +18,18 @@ from runners.quant.qlinear import QuantLinear, group_params
 
 class _Captured(Exception):
     pass
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """The column loop is thousands of small ops: thread hand-offs cost more than they save
+    (20x slower with 2 threads on busy shared cores, measured)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @torch.no_grad()
@@ -35,19 +49,30 @@ def gptq_weight(w: torch.Tensor, h: torch.Tensor, bits: int, group_size: int, da
     qmax = 2**bits - 1
     hinv = _inverse_cholesky(h, damp)
     codes = torch.zeros_like(w)
-    for i1 in range(0, n, block):
-        i2 = min(i1 + block, n)
-        w1, err1, hinv1 = w[:, i1:i2].clone(), torch.zeros_like(w[:, i1:i2]), hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col, s, z = w1[:, i], s_col[:, i1 + i], z_col[:, i1 + i]
-            q = (col / s + z).round().clamp(0, qmax)
-            codes[:, i1 + i] = q
-            err = (col - (q - z) * s) / hinv1[i, i]
-            w1[:, i:] -= err[:, None] * hinv1[i, i:][None, :]
-            err1[:, i] = err
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    with _one_thread():
+        _columns(w, hinv, codes, s_col, z_col, qmax, block)
     codes = codes[:, torch.argsort(perm)]
     return codes.to(torch.uint8), scale, zero
+
+
+def _columns(w, hinv, codes, s_col, z_col, qmax: int, block: int) -> None:
+    """The GPTQ sweep (in place): quantize column i, spread its error over columns > i.
+    Works on transposed copies so that each column is a contiguous row."""
+    n = w.shape[1]
+    wt, st, zt = w.t().contiguous(), s_col.t().contiguous(), z_col.t().contiguous()
+    qt = torch.empty_like(wt)
+    for i1 in range(0, n, block):
+        i2 = min(i1 + block, n)
+        w1, err1, hinv1 = wt[i1:i2].clone(), torch.empty_like(wt[i1:i2]), hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col, s, z = w1[i], st[i1 + i], zt[i1 + i]
+            q = (col / s + z).round_().clamp_(0, qmax)
+            qt[i1 + i] = q
+            err = (col - (q - z) * s) / hinv1[i, i]
+            w1[i:] -= hinv1[i, i:, None] * err[None, :]
+            err1[i] = err
+        wt[i2:] -= hinv[i1:i2, i2:].t() @ err1
+    codes.copy_(qt.t())
 
 
 def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:

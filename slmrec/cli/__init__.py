@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "slmrec.cli.graph_cmd",
     "slmrec.cli.recommend_cmd",
     "slmrec.cli.run_cmd",
+    "slmrec.cli.calibrate_cmd",
     "slmrec.cli.app_cmd",
     "slmrec.cli.demo_cmd",
 ]

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def streamlit_command(port: int) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(APP),
             "--server.headless", "true", "--server.address", "127.0.0.1",
-            "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+            "--server.port", str(port), "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "minimal"]
 
 
 def cmd_app(args: argparse.Namespace) -> int:

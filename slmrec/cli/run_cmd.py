@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--allow-memory-overrun", action="store_true",
                    help="start even when the predicted peak memory exceeds the free memory")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (they are shown only on a terminal anyway)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     add_kb_flag(p)
     p.set_defaults(handler=cmd_run)
@@ -45,9 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rs.required = True
     pl = rs.add_parser("list", help="every recorded run, newest first")
     ps = rs.add_parser("show", help="one run: steps and predicted vs measured")
-    ps.add_argument("id", metavar="ID")
+    ps.add_argument("id", metavar="ID", help="run id (see `slmrec runs list`)")
     pc = rs.add_parser("compare", help="two runs side by side, metric by metric")
-    pc.add_argument("ids", metavar="ID", nargs=2)
+    pc.add_argument("ids", metavar="ID", nargs=2, help="two run ids: A, then B")
     for q in (pl, ps, pc):
         q.add_argument("--store", metavar="PATH", help=STORE_HELP)
         q.add_argument("--json", action="store_true", help="machine-readable output")
@@ -83,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report = execute(plan, kb=kb, model=args.model, data=args.data, out_dir=out,
                          resume=args.resume, store=store, seed=args.seed,
                          allow_memory_overrun=args.allow_memory_overrun, plan_file=args.plan,
-                         progress=not args.quiet and not args.json,
+                         progress=not args.quiet and not args.json and sys.stderr.isatty(),
                          log=lambda msg: print(msg, file=sys.stderr))
     except KeyboardInterrupt:
         print(f"interrupted; continue with: slmrec run {args.plan} --out {out} --resume",
@@ -161,14 +162,18 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
         print()
         rows = []
         for m in run["measurements"]:
-            ratio = (m["measured"] / m["predicted"]) if m["measured"] is not None \
-                and m["predicted"] else None
+            from runners.report import compare_one, vs_predicted
+
+            r = compare_one("", m["method"], m["metric"],
+                            {"value": m["predicted"], "low": m["predicted_low"],
+                             "high": m["predicted_high"]}, m["measured"])
             rng = "" if m["predicted_low"] is None else \
                 f"{_fmt(m['predicted_low'])}–{_fmt(m['predicted_high'])}"
             rows.append(["plan" if m["step_index"] is None else m["step_index"] + 1, m["method"],
                          m["metric"], _fmt(m["predicted"]), rng, _fmt(m["measured"]),
-                         _fmt(ratio) + ("×" if ratio is not None else "")])
-        print(table(rows, ["step", "method", "metric", "predicted", "range", "measured", "ratio"]))
+                         vs_predicted(r)])
+        print(table(rows, ["step", "method", "metric", "predicted", "range", "measured",
+                           "vs predicted"]))
     return 0
 
 

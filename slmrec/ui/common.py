@@ -7,6 +7,7 @@ import importlib
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterable, Iterator
 
@@ -14,7 +15,7 @@ import streamlit as st
 
 from slmrec.errors import SlmrecError
 from slmrec.graph import LifecycleGraph
-from slmrec.kb import KB, load_kb
+from slmrec.kb import KB, SHIPPED_KB, load_kb
 from slmrec.schema import ComponentClass, Evidence
 
 CLASS_BADGE = {ComponentClass.main: ":blue-badge[main]",
@@ -31,10 +32,17 @@ class Bundle:
     graph: LifecycleGraph
 
 
-@st.cache_resource(show_spinner="Loading the knowledge base")
-def _load(overlay: str) -> Bundle:  # keyed on $SLMREC_KB, which load_kb overlays
+@st.cache_resource(show_spinner="Loading the knowledge base", max_entries=4)
+def _load(overlay: str, signature: tuple) -> Bundle:  # keyed on $SLMREC_KB and the files' state
     kb = load_kb()
     return Bundle(kb, LifecycleGraph(kb))
+
+
+def _signature(overlay: str) -> tuple:
+    """Count and newest modification time of the KB's YAML files: an edited KB reloads."""
+    roots = [SHIPPED_KB] + ([Path(overlay)] if overlay else [])
+    stamps = [p.stat().st_mtime_ns for r in roots if r.is_dir() for p in r.rglob("*.yaml")]
+    return (len(stamps), max(stamps, default=0))
 
 
 @st.cache_resource(show_spinner=False)
@@ -45,9 +53,11 @@ def text_index(version: str):  # keyed on the KB version
 
 
 def bundle() -> Bundle:
-    """The KB and its graph, loaded once per server; a broken KB stops the page with its problems."""
+    """The KB and its graph, loaded once per server; a broken KB stops the page with its
+    problems."""
     try:
-        return _load(os.environ.get("SLMREC_KB", ""))
+        overlay = os.environ.get("SLMREC_KB", "")
+        return _load(overlay, _signature(overlay))
     except SlmrecError as exc:
         st.error("The knowledge base has problems; fix them and reload:")
         show_problems(exc)

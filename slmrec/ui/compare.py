@@ -68,7 +68,8 @@ def render() -> None:
     ids = sorted(kb.methods, key=lambda i: (kb.methods[i].component, kb.methods[i].name))
     chosen = st.multiselect("Methods to compare (two to four)", ids, key="cmp_methods",
                             max_selections=4,
-                            format_func=lambda i: f"{kb.methods[i].name} ({kb.methods[i].component})")
+                            format_func=lambda i: f"{kb.methods[i].name} "
+                                                  f"({kb.methods[i].component})")
     if len(chosen) < 2:
         st.info("Pick two to four methods to see them side by side.")
         return

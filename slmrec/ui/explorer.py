@@ -116,7 +116,8 @@ def other_panel(b: Bundle, id: str) -> None:
             if data.get("cited_by"):
                 st.markdown("Cited by: " + ", ".join(f"`{c}`" for c in data["cited_by"]))
         st.json(rec, expanded=False)
-        st.button("Close", key="ex_other_close", on_click=lambda: st.session_state.update(ex_other=None))
+        st.button("Close", key="ex_other_close",
+                  on_click=lambda: st.session_state.update(ex_other=None))
 
 
 def overview(b: Bundle, classes: list[str], kinds: list[str], lift: bool,
@@ -204,7 +205,8 @@ def method_panel(b: Bundle, mid: str, kinds: list[str]) -> None:
         links = {
             "comes before": g.must_follow(mid),
             "comes after": g.must_precede(mid),
-            "recovers": sorted({r.dst for r in kb.relations_from(mid) if r.kind.value == "recovers"}),
+            "recovers": sorted({r.dst for r in kb.relations_from(mid)
+                                if r.kind.value == "recovers"}),
             "recovered by": data["recovered_by"],
             "conflicts with": data["conflicts_with"],
             "reused in": [c for c in reuse_in if c != m.component],
@@ -222,13 +224,15 @@ def method_panel(b: Bundle, mid: str, kinds: list[str]) -> None:
         st.caption("No quality, recovery or speed-up figures recorded.")
     transform = {k: v for k, v in m.effects.transform.model_dump(exclude_defaults=True).items()}
     if transform:
-        st.markdown("Transform: " + ", ".join(f"`{k}` = {fmt_value(v)}" for k, v in transform.items()))
+        st.markdown("Transform: " + ", ".join(f"`{k}` = {fmt_value(v)}"
+                                              for k, v in transform.items()))
     if m.params:
         with st.expander(f"Parameters ({len(m.params)})"):
             st.dataframe(pd.DataFrame([{"name": n, "type": p.type, "default": fmt_value(p.default),
                                         "range": fmt_value([p.min, p.max]) if p.min is not None
                                         or p.max is not None else "",
-                                        "choices": fmt_value(p.choices), "search": fmt_value(p.search),
+                                        "choices": fmt_value(p.choices),
+                                        "search": fmt_value(p.search),
                                         "description": p.description}
                                        for n, p in m.params.items()]), hide_index=True)
 

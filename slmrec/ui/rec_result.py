@@ -90,7 +90,8 @@ def pareto_chart(frame: pd.DataFrame, limits: dict[str, float | None]) -> alt.HC
         layers = [
             base.mark_rule(color="#f58518", opacity=0.6).encode(y="low:Q", y2="high:Q"),
             base.mark_circle(size=120, opacity=0.85).encode(
-                y=alt.Y("quality:Q", title="predicted quality loss (%)", scale=alt.Scale(zero=False)),
+                y=alt.Y("quality:Q", title="predicted quality loss (%)",
+                        scale=alt.Scale(zero=False)),
                 color=colour, tooltip=tooltip),
             base.mark_text(dx=12, dy=-10, fontWeight="bold", color="#b35c00").encode(
                 y="quality:Q", text="label:N"),
@@ -126,7 +127,7 @@ def _prediction_rows(predicted: dict, kb: KB) -> pd.DataFrame:
 
 def _choose_for_runs(yaml_text: str) -> None:
     st.session_state["rec_chosen_yaml"] = yaml_text
-    st.session_state["runs_plan_pick"] = "the plan chosen on the Recommend page"
+    st.session_state["runs_plan_pick"] = "the plan chosen on the Recommend page"  # runs.CHOSEN
     st.session_state["page"] = "Runs"
 
 

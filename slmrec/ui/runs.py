@@ -21,6 +21,7 @@ import yaml
 
 from slmrec.errors import SlmrecError
 from slmrec.evidence import RunStore, default_store_path
+from slmrec.plan import parse_plan, validate_plan
 from slmrec.ui.common import bundle, fmt_range, fmt_value, optional, show_problems, user_errors
 
 STATUS_BADGE = {"completed": ":green-badge[completed]", "failed": ":red-badge[failed]",
@@ -79,7 +80,8 @@ def run_detail(store: RunStore, run_id: int) -> None:
     if run["reason"]:
         (st.error if run["status"] == "failed" else st.warning)(run["reason"])
     st.caption(f"base model `{run['base_model']}` · plan hash `{run['plan_hash']}` · KB "
-               f"`{run['kb_version'] or '–'}` · seed {run['seed']} · created {run['created']} · "
+               f"`{run['kb_version'] or '–'}` · seed {run['seed']} · "
+               f"created {run['created']} · "
                f"finished {run['finished'] or '–'} · folder `{run['out_dir'] or '–'}`")
     if run["steps"]:
         st.dataframe(pd.DataFrame([{
@@ -115,15 +117,30 @@ def run_detail(store: RunStore, run_id: int) -> None:
 # ---- launching -----------------------------------------------------------------------------
 
 
-def _plan_candidates() -> dict[str, str]:
-    """Plans the user can launch: the one chosen on the Recommend page, and example plans."""
-    out: dict[str, str] = {}
-    chosen = st.session_state.get("rec_chosen_yaml")
-    if chosen:
-        out["the plan chosen on the Recommend page"] = chosen
-    for path in sorted(Path("examples").glob("*.plan.yaml")) + sorted(Path("examples").glob("plans/*.yaml")):
-        out[f"example: {path}"] = path.read_text(encoding="utf-8")
-    return out
+CHOSEN = "the plan chosen on the Recommend page"
+PASTE = "paste or upload a plan YAML"
+SCENARIO_PREFIX = "the top plan for scenario "
+
+
+def _plan_choices() -> list[str]:
+    """The chosen plan (if any), the top plan of each named scenario, or a pasted plan."""
+    out = [CHOSEN] if st.session_state.get("rec_chosen_yaml") else []
+    scenario = optional("slmrec.scenario")
+    if scenario is not None and optional("slmrec.recommend") is not None:
+        out += [f"{SCENARIO_PREFIX}'{n}'" for n in sorted(scenario.list_scenarios(bundle().kb))]
+    return out + [PASTE]
+
+
+def _plan_text(pick: str) -> str | None:
+    if pick == CHOSEN:
+        return st.session_state.get("rec_chosen_yaml")
+    if pick.startswith(SCENARIO_PREFIX):
+        from slmrec.recommend import recommend
+
+        name = pick[len(SCENARIO_PREFIX):].strip("'")
+        rec = recommend(name, bundle().kb, top_k=1)  # a user error surfaces inline
+        return rec.top.to_yaml() if rec.top is not None else None
+    return None
 
 
 def launch_command(plan_file: Path, model: str | None, out: Path, store: Path) -> list[str]:
@@ -140,17 +157,19 @@ def _bundled_models() -> list[str]:
 
 def launch_panel() -> None:
     st.subheader("Launch a plan")
-    plan_mod = optional("slmrec.plan")
-    candidates = _plan_candidates()
-    choices = list(candidates) + ["paste or upload a plan YAML"]
+    choices = _plan_choices()
+    if st.session_state.get("runs_plan_pick") not in choices:
+        st.session_state.pop("runs_plan_pick", None)
     pick = st.selectbox("Plan", choices, key="runs_plan_pick")
-    if pick in candidates:
-        text = candidates[pick]
-        st.code(text, language="yaml")
-    else:
+    if pick == PASTE:
         up = st.file_uploader("Plan YAML", type=["yaml", "yml"], key="runs_upload")
         text = up.getvalue().decode("utf-8", "replace") if up is not None else \
             st.text_area("…or paste it", key="runs_paste", height=200)
+    else:
+        text = _plan_text(pick)
+        if text:
+            with st.expander("Plan YAML"):
+                st.code(text, language="yaml")
     if not text or not text.strip():
         st.caption("A plan comes from the Recommend page (choose a plan there), from "
                    "`slmrec recommend`, or by hand.")
@@ -163,8 +182,8 @@ def launch_panel() -> None:
                  f"{getattr(exc, 'problem', None) or exc}")
         return
     try:
-        plan = plan_mod.parse_plan(data, "<plan>")
-        problems = plan_mod.validate_plan(plan, bundle().kb, "<plan>")
+        plan = parse_plan(data, "<plan>")
+        problems = validate_plan(plan, bundle().kb, "<plan>")
         if problems:
             raise SlmrecError(problems)
     except SlmrecError as exc:
@@ -173,6 +192,8 @@ def launch_panel() -> None:
     bundled = _bundled_models()
     model_opts = [f"the plan's base model ({plan.base_model})"] + bundled
     default = 1 if bundled else 0
+    if st.session_state.get("runs_model") not in model_opts:
+        st.session_state.pop("runs_model", None)
     model_pick = st.selectbox("Run it on", model_opts, index=default, key="runs_model",
                               help="the bundled model runs offline on this machine")
     model = None if model_pick == model_opts[0] else model_pick
@@ -181,8 +202,11 @@ def launch_panel() -> None:
     out = runs_root / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
     plan_file = out.with_name(out.name + ".plan.yaml")
     cmd = launch_command(plan_file, model, out, store_path())
-    st.markdown("Run it from a terminal (save the plan first), or here in a child process:")
+    st.markdown("Run it from a terminal with the plan saved as `PLAN.yaml`, or here in a child "
+                "process:")
     st.code(shlex.join(cmd).replace(str(plan_file), "PLAN.yaml"), language="bash")
+    st.download_button("Download PLAN.yaml", plan.to_yaml(), file_name="PLAN.yaml",
+                       mime="application/x-yaml", key="runs_plan_download")
     running = st.session_state.get("runs_proc")
     busy = running is not None and running["proc"].poll() is None
     if st.button("Run here", key="runs_launch", type="primary", disabled=busy,
@@ -283,7 +307,8 @@ def render() -> None:
         st.dataframe(pd.DataFrame([{
             "id": r["id"], "status": r["status"],
             "plan": r["name"] or "–", "base model": r["base_model"],
-            "steps done": r["steps_completed"], "created (UTC)": r["created"][:19].replace("T", " "),
+            "steps done": r["steps_completed"],
+            "created (UTC)": r["created"][:19].replace("T", " "),
             "reason": r["reason"] or ""} for r in runs]), hide_index=True, key="runs_table")
         ids = [r["id"] for r in runs]
         nxt = st.session_state.pop("runs_select_next", None)

@@ -67,7 +67,8 @@ def render() -> None:
         st.info("No source matches the filter.")
         return
     table = pd.DataFrame([{"id": s.id, "title": s.title,
-                           "authors": ", ".join(s.authors[:3]) + (" et al." if len(s.authors) > 3 else ""),
+                           "authors": ", ".join(s.authors[:3])
+                           + (" et al." if len(s.authors) > 3 else ""),
                            "year": s.year, "venue": s.venue or "", "kind": s.kind.value,
                            "link": _url(s), "cited": counts.get(s.id, 0)} for s in sources])
     st.dataframe(table, hide_index=True, key="src_table",

@@ -105,8 +105,13 @@ def open_explorer(page, url: str, shot: Path | None = None) -> None:
     page.get_by_text("Typed relations").first.wait_for()
     wait_idle(page)
     if shot is not None:
-        page.wait_for_timeout(500)  # let the graph layout settle
+        # Frame the lifecycle graph: all three component classes and the flow between them.
+        page.set_viewport_size({"width": VIEWPORT["width"], "height": 1250})
+        heading = page.get_by_role("heading", name="Lifecycle", exact=True)
+        heading.evaluate("el => el.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(800)  # let the graph layout settle
         page.screenshot(path=str(shot))
+        page.set_viewport_size(VIEWPORT)
 
 
 def recommend_named(page, url: str, scenario: str, expect: str, shot: Path | None = None) -> None:

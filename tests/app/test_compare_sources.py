@@ -1,4 +1,4 @@
-"""AppTest: comparing methods side by side, and the bibliography with the facts citing each source."""
+"""AppTest: methods side by side, and the bibliography with the facts that cite each source."""
 
 from __future__ import annotations
 

@@ -81,7 +81,8 @@ def test_filter_by_family(kb):
     at.sidebar.multiselect(key="ex_families").set_value([family]).run()
     assert not at.exception
     options = at.selectbox(key="ex_component").options
-    having = [c for c in kb.components.values() if any(m.family == family for m in kb.methods_of(c.id))]
+    having = [c for c in kb.components.values()
+              if any(m.family == family for m in kb.methods_of(c.id))]
     assert set(options) == {f"{c.name} ({c.cls.value})" for c in having}
     at.selectbox(key="ex_component").set_value(comp).run()
     table = frame(at, "runner")

@@ -1,4 +1,4 @@
-"""AppTest: the Recommend page (named scenario, form, inline errors, plan choice, hand-off to Runs)."""
+"""AppTest: the Recommend page (named scenario, form, inline errors, plan choice, to Runs)."""
 
 from __future__ import annotations
 

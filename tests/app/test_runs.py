@@ -49,7 +49,7 @@ def test_launch_rejects_bad_plans_inline(kb):
         "base_model: smollm2-135m\nsteps:\n- method: no-such-method\n  params: {}\n").run()
     assert not at.exception
     assert any("unknown method 'no-such-method'" in e.value for e in at.error)
-    assert not at.button(key="runs_launch") if any(b.key == "runs_launch" for b in at.button) else True
+    assert all(b.key != "runs_launch" for b in at.button)  # nothing to launch
 
 
 def test_launch_shows_the_exact_command_for_a_valid_plan(kb):
@@ -89,3 +89,20 @@ def test_launch_a_plan_here_and_follow_it_to_the_store(tmp_path):
     assert at.selectbox(key="runs_selected").value == runs[0]["id"]
     steps = frame(at, "runner")
     assert list(steps["method"]) == ["dynamic-int8"] and list(steps["status"]) == ["completed"]
+
+
+def test_launch_offers_the_top_plan_of_each_named_scenario(kb):
+    from slmrec.recommend import recommend
+    from slmrec.scenario import list_scenarios
+
+    names = sorted(list_scenarios(kb))
+    if not names:
+        return
+    at = new_app("Runs")
+    pick = at.selectbox(key="runs_plan_pick")
+    assert pick.value == f"the top plan for scenario '{names[0]}'"
+    assert not at.exception and not at.error
+    top = recommend(names[0], kb, top_k=1).top
+    assert any(c.value == top.to_yaml().rstrip("\n") for c in at.code)
+    command = next(c.value for c in at.code if c.value.startswith("slmrec run"))
+    assert "--model smollm2-135m" in command  # the bundled model, by default

@@ -11,12 +11,19 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import torch  # noqa: E402
+
 from tests.execute.tinykb import write_kb  # noqa: E402
+
+# Tiny models run many small kernels: on a shared 2-core machine, two OpenMP threads waiting for
+# each other's descheduled peer make them 10x slower or worse. One thread is fast and steady.
+torch.set_num_threads(1)
 
 TEST_RUNNERS = {
     "test-nan": "tests.execute.fake_runners:NanTrain",
     "test-nan-weights": "tests.execute.fake_runners:NanWeights",
     "test-fail-once": "tests.execute.fake_runners:FailOnce",
+    "test-raise": "tests.execute.fake_runners:Raise",
 }
 
 

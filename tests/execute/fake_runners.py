@@ -65,3 +65,23 @@ class FailOnce(Runner):
             marker.write_text("failed once")
             raise StepFailed("deliberate first failure")
         return StepResult(model=ctx.model, metrics={})
+
+
+class RaiseParams(RunnerParams):
+    kind: str = Field(description="oom | value | bug | interrupt")
+
+
+class Raise(Runner):
+    """Raises what a real runner might: out of memory, a late parameter error, a bug, Ctrl-C."""
+
+    id = "test-raise"
+    Params = RaiseParams
+
+    def run(self, ctx: StepContext, params: RaiseParams) -> StepResult:
+        if params.kind == "oom":
+            raise MemoryError("cannot allocate 99 GB")
+        if params.kind == "value":
+            raise ValueError("group_size 96 does not divide the hidden size 64")
+        if params.kind == "interrupt":
+            raise KeyboardInterrupt
+        raise RuntimeError("a bug in the runner")

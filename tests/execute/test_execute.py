@@ -52,6 +52,9 @@ def test_hand_written_plan_runs_end_to_end(tmp_path, tiny_kb, tiny_model_dir):
     assert (out / "steps" / "01-train" / "model.safetensors").is_file()
     assert (out / "steps" / "02-rtn" / "model.safetensors").is_file()
     assert report.steps[2].checkpoint == report.steps[1].checkpoint  # evaluate changes nothing
+    # the probe after rtn skipped latency: the evaluate step measured it on the same model
+    assert report.steps[1].metrics["decode_ms_per_token"] == \
+        report.steps[2].metrics["decode_ms_per_token"]
     assert report.steps[1].metrics["bits_per_weight"] < 12 < report.base_metrics["bits_per_weight"]
     model, _ = load_checkpoint(out / report.steps[1].checkpoint)
     assert any("Quant" in type(m).__name__ for m in model.modules())
@@ -195,6 +198,12 @@ def test_memory_check_refuses_unless_allowed(tmp_path, tiny_kb, tiny_model_dir):
     report = execute(plan, kb=tiny_kb, out_dir=tmp_path / "b", store=False, progress=False,
                      allow_memory_overrun=True)
     assert report.ok and math.isfinite(report.final_metrics["step_peak_memory_mb"])
+    # predictions for another model do not stop a run on the model given with --model
+    big = parse_plan(make_plan("big-7b", ["rtn"], predicted={"inference_memory_mb": {
+        "value": 1e12}}))
+    report = execute(big, kb=tiny_kb, model=str(tiny_model_dir), out_dir=tmp_path / "c",
+                     store=False, progress=False)
+    assert report.ok and any("predictions are for 'big-7b'" in n for n in report.notes)
 
 
 def test_plan_file_path_and_missing_model_folder(tmp_path, tiny_kb, tiny_model_dir):
@@ -202,3 +211,61 @@ def test_plan_file_path_and_missing_model_folder(tmp_path, tiny_kb, tiny_model_d
     with pytest.raises(SlmrecError) as err:
         execute(plan_file, kb=tiny_kb, out_dir=tmp_path / "run", store=False, progress=False)
     assert err.value.problems[0].file == str(plan_file)
+
+
+@pytest.mark.parametrize("kind, expect", [
+    ("oom", "out of memory: cannot allocate 99 GB"),
+    ("value", "bad parameter or input discovered while running: group_size 96"),
+    ("bug", "RuntimeError: a bug in the runner (traceback in error.log)"),
+])
+def test_failing_step_reasons(tmp_path, tiny_kb, tiny_model_dir, kind, expect):
+    plan = parse_plan(make_plan(tiny_model_dir, ["rtn", {"method": "raise",
+                                                         "params": {"kind": kind}}]))
+    store = RunStore(tmp_path / "s.sqlite")
+    report = execute(plan, kb=tiny_kb, out_dir=tmp_path / "run", store=store, progress=False)
+    assert report.status == "failed" and expect in report.reason
+    assert expect in store.run(report.run_id)["reason"]
+    assert (tmp_path / "run" / "steps" / "01-rtn" / "model.safetensors").is_file()
+    if kind != "oom":
+        assert "Traceback" in (tmp_path / "run" / "error.log").read_text()
+
+
+def test_ctrl_c_records_an_interrupted_run_that_resumes(tmp_path, tiny_kb, tiny_model_dir):
+    raw = make_plan(tiny_model_dir, ["rtn", {"method": "raise", "params": {"kind": "interrupt"}}])
+    store = RunStore(tmp_path / "s.sqlite")
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        execute(parse_plan(raw), kb=tiny_kb, out_dir=out, store=store, progress=False)
+    state = json.loads((out / "state.json").read_text())
+    assert state["report"]["status"] == "interrupted"
+    assert [s["status"] for s in state["report"]["steps"]] == ["completed", "pending"]
+    assert store.runs()[0]["status"] == "interrupted"
+
+
+def test_measured_names_match_the_estimator(tmp_path, tiny_kb, tiny_model_dir):
+    """Every metric the estimator predicts per step has a measured counterpart (except FLOPs)."""
+    plan = parse_plan(make_plan(tiny_model_dir, ["rtn", {"method": "half"}]))
+    report = execute(plan, kb=tiny_kb, out_dir=tmp_path / "run", store=False, progress=False)
+    assert report.ok, report.reason
+    wanted = {"params", "bits_per_weight", "sparsity", "size_mb", "inference_memory_mb",
+              "decode_ms_per_token", "prefill_ms", "quality_loss_pct", "throughput_tok_s",
+              "step_peak_memory_mb", "step_hours"}
+    for s in report.steps:
+        assert wanted <= set(s.metrics), wanted - set(s.metrics)
+    # quality change is cumulative against the input model of the plan, as predicted
+    base, last = report.base_metrics["probe_ppl"], report.steps[1].metrics["probe_ppl"]
+    assert report.steps[1].metrics["quality_loss_pct"] == pytest.approx(100 * (last / base - 1))
+    assert report.final_metrics["quality_loss_pct"] == report.steps[1].metrics["quality_loss_pct"]
+
+
+def test_teacher_defaults_to_the_base_model_and_is_checked(tmp_path, tiny_kb, tiny_model_dir):
+    plan = parse_plan(make_plan(tiny_model_dir, ["distill"]))
+    report = execute(plan, kb=tiny_kb, out_dir=tmp_path / "run", store=False, progress=False)
+    assert report.ok, report.reason
+    assert report.teacher == str(tiny_model_dir)
+    assert any("names no teacher" in n and "step 1 (distill)" in n for n in report.notes)
+    assert "names no teacher" in (tmp_path / "run" / "report.md").read_text()
+    bad = parse_plan(make_plan(tiny_model_dir, ["distill"], teacher="no-such-teacher"))
+    with pytest.raises(SlmrecError) as err:
+        execute(bad, kb=tiny_kb, out_dir=tmp_path / "bad", store=False, progress=False)
+    assert err.value.problems[0].field == "teacher"

@@ -72,13 +72,9 @@ def test_kill_then_resume_matches_an_uninterrupted_run(tmp_path, kb_dir, tiny_kb
     run = RunStore(store).run(1)                           # the same run id, now completed
     assert run["status"] == "completed" and len(RunStore(store).runs()) == 1
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        alone = execute(parse_plan(_steps(tiny_model_dir)), kb=tiny_kb, out_dir=tmp_path / "alone",
-                        store=False, progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == 1  # as in the subprocess (OMP_NUM_THREADS=1): same sums
+    alone = execute(parse_plan(_steps(tiny_model_dir)), kb=tiny_kb, out_dir=tmp_path / "alone",
+                    store=False, progress=False)
     assert alone.ok
     for metric in SAME:
         assert final["final_metrics"][metric] == pytest.approx(alone.final_metrics[metric],

@@ -41,11 +41,14 @@ METHODS = [
     _m("eval", "evaluation", "evaluate",
        {"seq_len": INT(32), "ppl_blocks": INT(2), "batch_size": INT(2), "prompt_len": INT(8),
         "decode_tokens": INT(2), "repeats": INT(1)}),
+    _m("distill", "compression", "logit-distill",
+       {"steps": INT(2, min=1), "batch_size": INT(2, min=1), "seq_len": INT(32, min=8)}),
     _m("awq", "compression"),                                  # knowledge only: no runner
     _m("broken", "compression", "no-such-runner"),             # names an unregistered runner
     _m("nan-train", "training", "test-nan", {"after": INT(2)}),
     _m("nan-weights", "compression", "test-nan-weights"),
     _m("fail-once", "compression", "test-fail-once", {"marker": STR("marker")}),
+    _m("raise", "compression", "test-raise", {"kind": STR("bug")}),
 ]
 RELATIONS = [
     {"from": "train", "to": "rtn", "kind": "precedes", "note": "train, then shrink",

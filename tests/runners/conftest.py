@@ -100,18 +100,3 @@ def smol_corpus(smol_folder):
 def smol(smol_folder):
     from runners.models import load_checkpoint
     return load_checkpoint(smol_folder)
-
-
-SMOL_EVAL = dict(seq_len=256, n_blocks=4, batch_size=4)
-
-
-@pytest.fixture(scope="session")
-def smol_base(smol_folder, smol_corpus) -> dict[str, float]:
-    """fp32 perplexity and size of the unmodified model, measured once."""
-    from runners.evaluate import perplexity
-    from runners.models import load_checkpoint, model_stats
-    model, _ = load_checkpoint(smol_folder)
-    ppl = perplexity(model, smol_corpus, **SMOL_EVAL)
-    stats = model_stats(model)
-    print(f"\nSmolLM2-135M fp32: ppl {ppl:.2f}, size {stats['size_mb']:.1f} MB, params {stats['params']:.0f}")
-    return {"ppl": ppl, **stats}

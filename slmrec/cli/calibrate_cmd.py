@@ -1,0 +1,49 @@
+"""`slmrec calibrate`: fit the estimator's corrections on the run store's measurements.
+
+This closes the loop: runs record predicted against measured; the fitted corrections are then
+passed to `slmrec recommend --calibration FILE`, whose predictions say "calibrated".
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from slmrec.cli.common import print_json, table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="fit prediction corrections on measured runs")
+    p.add_argument("--store", metavar="PATH", help="run store (default: $SLMREC_STORE or the user store)")
+    p.add_argument("-o", "--output", metavar="FILE", default="calibration.json",
+                   help="where to write the calibration JSON (default: calibration.json)")
+    p.add_argument("--min-rows", type=int, default=3, help="measurements a metric needs to be fitted")
+    p.add_argument("--json", action="store_true", help="print the fitted calibration as JSON")
+    p.set_defaults(handler=_calibrate)
+
+
+def _calibrate(args) -> int:
+    from slmrec.calibrate import Calibration
+    from slmrec.errors import SlmrecError
+    from slmrec.evidence import default_store_path
+
+    path = default_store_path(args.store)
+    if not path.exists():
+        raise SlmrecError.one(str(path), "no run store here yet; run a plan first "
+                                         "(`slmrec run PLAN.yaml` or `make run`)")
+    cal = Calibration.from_store(path, min_rows=args.min_rows)
+    if not cal.fits:
+        raise SlmrecError.one(str(path), f"too few measurements to fit anything (each metric "
+                                         f"needs {args.min_rows}); run more plans first")
+    out = cal.save(args.output)
+    if args.json:
+        print_json(cal.to_json())
+        return 0
+    rows = []
+    for metric, fit in sorted(cal.fits.items()):
+        space = "log" if fit.kind == "log" else "linear"
+        rows.append([metric, fit.n, space, f"{fit.a:+.3f}", f"{fit.b:.3f}", f"{fit.resid:.3f}",
+                     ", ".join(f"{m} {c:+.2f}" for m, c in sorted(fit.per_method.items()))])
+    print(table(rows, ["metric", "rows", "space", "offset", "slope", "resid", "per method"]))
+    print(f"\nwrote {out} from {cal.rows_used} measurements in {path}; "
+          f"use it with: slmrec recommend --calibration {out} ...")
+    return 0
