@@ -17,7 +17,7 @@ from bench._common import md_table, ratio
 
 MODEL = os.environ.get("BENCH_MODEL", "smollm2-135m")
 EVAL = {"seq_len": 256, "ppl_blocks": 4, "batch_size": 4, "prompt_len": 32, "decode_tokens": 8,
-        "repeats": 1, "latency": True, "serialise": False}
+        "repeats": 3, "latency": True, "serialise": False}  # latency: median of 3
 SHORT = {"steps": 5, "batch_size": 2, "seq_len": 128}
 CALIB = {"samples": 8, "seq_len": 128}
 # (row label, runner id, params)
@@ -30,7 +30,7 @@ ROWS = [
     ("GPTQ int4 (g128)", "gptq", {"bits": 4, **CALIB}),
     ("magnitude 50% (per layer)", "magnitude-prune", {"sparsity": 0.5}),
     ("Wanda 50%", "wanda-prune", {"sparsity": 0.5, **CALIB}),
-    ("structured MLP 25%", "structured-prune", {"target": "mlp", "amount": 0.25, **CALIB}),
+    ("structured MLP 25%", "structured-prune", {"target": "mlp", "fraction": 0.25, **CALIB}),
     ("layer drop 25%", "layer-drop", {"fraction": 0.25, **CALIB}),
     ("LoRA r8, 5 steps (merged)", "lora", SHORT),
     ("full fine-tune, 5 steps", "full-finetune", SHORT),
@@ -89,7 +89,9 @@ def main() -> dict:
             try:
                 out = cls().run(ctx, cls.Params(**params))
             except Exception as exc:  # noqa: BLE001  (one failing runner is a row, not a crash)
-                results.append({"row": label, "runner": rid, "error": f"{type(exc).__name__}: {exc}"})
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                results.append({"row": label, "runner": rid,
+                                "error": f"{type(exc).__name__}: {first}".replace("|", "/")})
                 continue
             step_s = time.perf_counter() - t0
             metrics = _evaluate(out.model, out.tokenizer or tok, corpus, workdir)

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 
 from slmrec.errors import SlmrecError
@@ -198,7 +199,9 @@ def load_checkpoint(folder):
         adapter = folder / recipe["lora"]
         if not (adapter / "adapter_config.json").is_file():
             raise SlmrecError.one(str(adapter), "missing adapter_config.json for the unmerged LoRA")
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True).eval()
+        with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True).eval()
     return model, tok
 
 

@@ -8,8 +8,9 @@
    problems are raised together as one `SlmrecError` before any model is loaded.
 2. Run: load the base model (or, with `resume`, the last intact checkpoint), the corpus and, only
    when a step asks for it, the teacher. Each step runs under a fixed per-step seed, is measured
-   (`model_stats` plus the evaluate runner on a small validation slice), checkpointed atomically
-   into `out_dir/steps/NN-method/`, and recorded in `out_dir/state.json` and the run store.
+   (`model_stats` plus the evaluate runner's perplexity and latency on a small validation
+   slice), checkpointed atomically into `out_dir/steps/NN-method/`, and recorded in
+   `out_dir/state.json` and the run store.
 3. A failing step (StepFailed, non-finite loss or perplexity, out of memory, a parameter only the
    model could reject) ends the run as `failed` with its reason; earlier checkpoints stay intact
    and `resume` continues from the last of them.
@@ -45,7 +46,7 @@ STATE_FORMAT = 1
 # Runners that leave the model as it is: no new checkpoint, their metrics are the measurement.
 READ_ONLY_RUNNERS = frozenset({"evaluate", "export", "load-pretrained"})
 # The per-step measurement: a small validation slice, so that measuring never dominates a run.
-MEASURE_PARAMS: dict[str, Any] = {"seq_len": 128, "ppl_blocks": 4, "batch_size": 4,
+MEASURE_PARAMS: dict[str, Any] = {"seq_len": 128, "ppl_blocks": 2, "batch_size": 2,
                                   "prompt_len": 16, "decode_tokens": 4, "repeats": 1,
                                   "latency": True, "serialise": False}
 # Latency metrics a following evaluate step measures on the very same model (see _run_step).
@@ -320,32 +321,40 @@ def _is_oom(exc: BaseException) -> bool:
         (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
+STAT_KEYS = ("params", "size_mb", "sparsity", "bits_per_weight")
+
+
 class _Measurer:
-    """The per-step probe: model_stats plus the evaluate runner on a small, fixed validation
-    slice (no serialisation: model_stats already counts the stored bytes)."""
+    """The per-step probe: the evaluate runner's perplexity and latency measurements on a small,
+    fixed validation slice, plus model_stats (skipped when the step's runner already reported
+    those four figures for the model it returned; model_stats walks every weight)."""
 
     def __init__(self, seed: int):
         self.seed = seed
-        self._eval = self._params = None
+        self.params = get_runner_class("evaluate").Params.model_validate(MEASURE_PARAMS)
 
-    def __call__(self, model, tokenizer, corpus, workdir: Path,
-                 latency: bool = True) -> dict[str, float]:
-        if self._eval is None:
-            cls = get_runner_class("evaluate")
-            known = set(cls.Params.model_fields)
-            self._eval = cls()
-            self._params = cls.Params.model_validate(
-                {k: v for k, v in MEASURE_PARAMS.items() if k in known})
-        params = self._params
-        if not latency and "latency" in type(params).model_fields:
-            params = params.model_copy(update={"latency": False})
-        ctx = StepContext(model=model, tokenizer=tokenizer, corpus=corpus, workdir=workdir,
-                          seed=self.seed, log=lambda msg: None)
+    def __call__(self, model, tokenizer, corpus, workdir: Path, latency: bool = True,
+                 reported: dict | None = None) -> dict[str, float]:
+        from runners.evaluate import latency as measure_latency
+        from runners.evaluate import perplexity
+        from runners.models import model_stats
+        from runners.training import base_model, oom_guard
+
+        p = self.params
+        reported = reported or {}
+        if all(k in reported for k in STAT_KEYS):
+            metrics = {k: reported[k] for k in STAT_KEYS}
+        else:
+            metrics = {k: v for k, v in _floats(model_stats(model)).items()}
         _seed_all(self.seed)
-        metrics = _floats(self._eval.run(ctx, params).metrics)  # includes model_stats
-        if "ppl" in metrics:
-            metrics["probe_ppl"] = metrics["ppl"]
-        return metrics
+        with oom_guard("measuring"):
+            metrics["ppl"] = perplexity(model, corpus, p.seq_len, p.ppl_blocks, p.batch_size)
+            if latency:
+                vocab = min(len(tokenizer), base_model(model).config.vocab_size)
+                metrics.update(measure_latency(model, vocab, p.prompt_len, p.decode_tokens,
+                                               p.repeats))
+        metrics["probe_ppl"] = metrics["ppl"]
+        return _floats(metrics)
 
 
 @dataclass
@@ -654,7 +663,8 @@ def _run_step(b: BoundStep, srep: StepReport, inputs: dict, live: _Live, report:
             measured = {**{k: v for k, v in prev.items() if k not in _STEP_ONLY}, **metrics}
         else:
             measured = {**metrics, **live.measure(live.model, live.tokenizer, live.corpus,
-                                                  workdir, not _measures_latency(following))}
+                                                  workdir, not _measures_latency(following),
+                                                  metrics)}
         for k in ("ppl", "probe_ppl"):
             if k in measured and not math.isfinite(measured[k]):
                 raise StepFailed(f"perplexity is {measured[k]} after the step: the model no "

@@ -111,7 +111,9 @@ def _prune_lowest(weight: torch.Tensor, score: torch.Tensor, sparsity: float, pe
 
 
 class WandaParams(RunnerParams):
-    sparsity: float = Field(0.5, ge=0.0, le=0.99, description="fraction of each output row set to zero")
+    sparsity: float = Field(0.5, ge=0.0, le=0.99, description="fraction of weights set to zero")
+    scope: Literal["layer", "global"] = Field(
+        "layer", description="layer: the lowest scores of each output row (Wanda's choice); global: one threshold")
     samples: int = Field(16, ge=1, le=4096, description="calibration blocks")
     seq_len: int = Field(256, ge=8, le=8192)
 
@@ -130,16 +132,25 @@ class WandaPrune(Runner):
         calib = ctx.corpus.blocks("calibration", params.seq_len, params.samples)
         with oom_guard(self.id):
             norms = input_sq_norms(model, calib, [n for n, _ in targets])
-        for i, (n, m) in enumerate(targets):
-            score = m.weight.abs().float() * norms[n].sqrt()[None, :]
-            _prune_lowest(m.weight, score, params.sparsity, per_row=True)
-            ctx.progress(i + 1, len(targets))
-        return _result(model, targets, start, [f"Wanda on {calib.numel()} calibration tokens, per output row"])
+        scores = {n: m.weight.abs().float() * norms[n].sqrt()[None, :] for n, m in targets}
+        if params.scope == "global":
+            flat = torch.cat([s.flatten() for s in scores.values()])
+            k = int(params.sparsity * flat.numel())
+            threshold = flat.kthvalue(k).values if k else torch.tensor(-1.0)
+            del flat
+            for n, m in targets:
+                m.weight[scores[n] <= threshold] = 0
+        else:
+            for i, (n, m) in enumerate(targets):
+                _prune_lowest(m.weight, scores[n], params.sparsity, per_row=True)
+                ctx.progress(i + 1, len(targets))
+        where = "per output row" if params.scope == "layer" else "one global threshold"
+        return _result(model, targets, start, [f"Wanda on {calib.numel()} calibration tokens, {where}"])
 
 
 class StructuredParams(RunnerParams):
     target: Literal["mlp", "heads"] = Field("mlp", description="MLP intermediate channels or attention heads")
-    amount: float = Field(0.25, gt=0.0, le=0.9, description="fraction of channels / query heads to remove")
+    fraction: float = Field(0.25, gt=0.0, le=0.9, description="fraction of channels / query heads to remove")
     samples: int = Field(8, ge=1, le=4096, description="calibration blocks for importance")
     seq_len: int = Field(256, ge=8, le=8192)
 
@@ -158,7 +169,7 @@ class StructuredPrune(Runner):
         before = model_stats(model)["params"]
         calib = ctx.corpus.blocks("calibration", params.seq_len, params.samples)
         with oom_guard(self.id):
-            note = (prune_mlp if params.target == "mlp" else prune_heads)(model, calib, params.amount)
+            note = (prune_mlp if params.target == "mlp" else prune_heads)(model, calib, params.fraction)
         stats = model_stats(model)
         metrics = {**{k: stats[k] for k in STAT_KEYS}, "params_removed": before - stats["params"],
                    "wall_s": time.perf_counter() - start}

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import sqlite3
+import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -122,6 +123,7 @@ class RunStore:
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = default_store_path(path)
+        self._local = threading.local()  # one connection per thread, opened on first use
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
@@ -136,14 +138,32 @@ class RunStore:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.row_factory = sqlite3.Row
-        try:
+        """This thread's connection, inside one transaction (committed or rolled back on exit).
+
+        WAL with synchronous=NORMAL: a commit survives a killed process (not a power cut)
+        without an fsync per commit."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30)
+            db.row_factory = sqlite3.Row
             db.execute("PRAGMA foreign_keys = ON")
-            with db:  # one transaction, committed (or rolled back) on exit
-                yield db
-        finally:
+            db.execute("PRAGMA synchronous = NORMAL")
+            self._local.db = db
+        with db:
+            yield db
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001  (interpreter shutdown)
+            pass
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
             db.close()
+            self._local.db = None
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":

@@ -17,6 +17,7 @@ No method is known by name here: everything comes from the KB through the search
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 import time
 from dataclasses import dataclass, field
@@ -87,6 +88,19 @@ def recommend(scenario: Scenario | str | Path, kb: KB | None = None, *, top_k: i
               calibration: Any = None, explain: bool = True, counterfactuals: bool = True,
               pareto: bool = True) -> Recommendation:
     """Rank plans for `scenario` (a Scenario, a scenario name or a file) against `kb`."""
+    # The search allocates many small objects but builds no reference cycles worth collecting;
+    # pausing the cyclic collector saves it rescanning a large KB over and over.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _recommend(scenario, kb, top_k, calibration, explain, counterfactuals, pareto)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _recommend(scenario: Scenario | str | Path, kb: KB | None, top_k: int, calibration: Any,
+               explain: bool, counterfactuals: bool, pareto: bool) -> Recommendation:
     t0 = time.perf_counter()
     kb = kb or load_kb()
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, kb)
@@ -281,7 +295,8 @@ def _step_whys(c: Candidate, run: Search) -> list[list[str]]:
         rest = c.options[:j] + c.options[j + 1:]
         before = c.steps[j - 1][0] if j else sp.base
         after = c.steps[j][0]
-        orders = run._orders(rest)
+        full = run.complete(rest)
+        orders = run._orders(full) if full is not None and len(full) == len(rest) else []
         without = min((run.evaluate(order) for order in orders), key=lambda x: x.score, default=None) \
             if orders else None
         if without is None:
@@ -314,6 +329,11 @@ def _step_whys(c: Candidate, run: Search) -> list[list[str]]:
                 if any(x.method == r.dst or kb.methods[x.method].component == r.dst
                        for x in c.options[:j]):
                     why.append(f"KB: {r.src} recovers {r.dst} - {r.note} ({', '.join(r.sources)})")
+        for x in c.options:
+            if x is not o and o.method in sp.idx.requires.get(x.method, ()):
+                rel = kb.relations.get((x.method, "requires", o.method))
+                why.append(f"required by {x.method}" + (f": {rel.note} ({', '.join(rel.sources)})"
+                                                         if rel else ""))
         if o.speedup is not None and sp.est.credit(o)[2]:
             why.append(f"decode speed-up x{_fmt(o.speedup.value)} ({', '.join(o.speedup.sources)})")
         for x in c.options[j + 1:]:
@@ -432,7 +452,12 @@ def _why_not(mid: str, opts: list[Option], run: Search, top: Candidate | None,
                 blocked_src = list(rel.sources)
                 break
         else:
-            orders = run._orders(tuple(keep + [o]))
+            full = run.complete(tuple(keep + [o]))
+            if full is None:
+                blocked = blocked or ("its `requires` relations name steps that cannot be "
+                                      "planned here, or the plan would exceed max_steps")
+                continue
+            orders = run._orders(full)
             if not orders:
                 blocked = blocked or ("cannot be ordered with the top plan's steps (declared "
                                       "`precedes` order, or structural edits after integer "
@@ -469,6 +494,11 @@ def _why_not(mid: str, opts: list[Option], run: Search, top: Candidate | None,
 def _inert(o: Option, run: Search) -> bool:
     return (not o.fields and o.quality_status == "lossless" and o.recovery is None
             and not (o.speedup is not None and run.est.credit(o)[2]))
+
+
+def _inert_option(o: Option, sp: Space) -> bool:
+    return (not o.fields and o.recovery is None and (o.quality is None or o.quality.value >= 0)
+            and not (o.speedup is not None and o.speedup.value > 1 and sp.est.credit(o)[2]))
 
 
 def _option_sources(c: Candidate, mid: str) -> list[str]:
@@ -549,11 +579,15 @@ def _counterfactuals(idx: KBIndex, sc: Scenario, runs: list[Search],
         dimension = field_name.split(".")[0]
         if dimension in done:
             continue  # a smaller relaxation of this kind already changes the top plan
-        if feasible and not any(opens_up(r.sp, variant) for r in runs):
-            continue  # no excluded method becomes possible: the top plan cannot change
+        if feasible and not any(not _inert_option(o, r.sp) for r in runs
+                                for mid in opens_up(r.sp, variant)
+                                for o in idx.options.get(mid, ()) if o.quality is not None):
+            # nothing with an effect the KB quantifies becomes possible (an inert step, with
+            # no transform, gain, recovery or credited speed-up, only adds a step)
+            continue
         spaces = _spaces(idx, variant, calibration)
-        new = {sp.model: {o.key for o in sp.options if (sp.model, o.key) not in known}
-               for sp in spaces}
+        new = {sp.model: {o.key for o in sp.options if (sp.model, o.key) not in known
+                          and not _inert_option(o, sp)} for sp in spaces}
         if feasible and not any(new.values()):
             continue  # nothing new becomes possible: the top plan cannot change
         # with a feasible top plan, only plans holding something new can beat it

@@ -140,6 +140,7 @@ class Search:
         kb = sp.kb
         slots: dict[str, list[Option]] = {}
         self.neutral: dict[str, Option] = {}
+        self.filler: dict[str, Option] = {}   # effect-free steps another step may require
         self.tags: dict[tuple, frozenset[str]] = {}
         self.group: dict[tuple, str] = {}
         for o in sp.options:
@@ -159,6 +160,7 @@ class Search:
             if not useful:
                 if o.method in sp.include:
                     self.neutral.setdefault(o.method, o)
+                self.filler.setdefault(o.method, o)
                 continue
             slots.setdefault(primary or tier or "family:" + m.family, []).append(o)
         levels = []
@@ -548,13 +550,9 @@ class Search:
             if m not in methods:
                 return
         extra = tuple(o for mid, o in self.neutral.items() if mid not in methods)
-        full = chosen + extra
-        if self.has_requires:
-            names = [o.method for o in full]
-            for o in full:
-                for req in sp.idx.requires.get(o.method, ()):
-                    if not sp.idx.satisfied(req, names):
-                        return
+        full = self.complete(chosen + extra)
+        if full is None:
+            return
         best = None
         for order in self._orders(full):
             cand = self.evaluate(order)
@@ -562,6 +560,30 @@ class Search:
                 best = cand
         if best is not None:
             self._offer(best)
+
+    def complete(self, chain: tuple) -> tuple | None:
+        """`chain` plus the effect-free steps its `requires` relations name (an export a
+        quantized format needs, say); None when a requirement cannot be met or the chain grows
+        past max_steps. Steps with effects are never added here: the search chooses those."""
+        if not self.has_requires:
+            return chain
+        idx = self.sp.idx
+        full = list(chain)
+        i = 0
+        while i < len(full):
+            names = [o.method for o in full]
+            for req in idx.requires.get(full[i].method, ()):
+                if idx.satisfied(req, names):
+                    continue
+                fill = self.filler.get(req)
+                if fill is None:
+                    return None
+                full.append(fill)
+                names.append(fill.method)
+            i += 1
+        if len(full) > max(self.max_steps, len(chain)):
+            return None
+        return tuple(full)
 
     def _orders(self, chosen: tuple) -> list[tuple[Option, ...]]:
         """Valid execution orders worth trying for this set (usually one, a few with recovery)."""

@@ -315,6 +315,10 @@ def build_space(idx: KBIndex, sc: Scenario, model: str, *, calibration: Any = No
         if m.id in exclude:
             rejected[m.id] = Why("constraint", "excluded by the scenario (preferences.exclude)")
             continue
+        if sc.preferences.runnable and not _runnable(m):
+            rejected[m.id] = Why("constraint", "no runner executes it in this installation "
+                                               "(preferences.runnable)", list(m.sources[:1]))
+            continue
         rq = m.requires
         sig = (rq.data, rq.data_amount.count if rq.data_amount else None,
                rq.data_amount.unit if rq.data_amount else None, rq.teacher, rq.tokenizer_match,
@@ -414,9 +418,19 @@ def build_space(idx: KBIndex, sc: Scenario, model: str, *, calibration: Any = No
                  list(sc.preferences.include))
 
 
-def opens_up(space: Space, variant: Scenario) -> bool:
-    """Whether `variant` lifts a requirement or constraint that excluded some method here (a
-    cheap test before a full search of the variant)."""
+def _runnable(m) -> bool:
+    if m.runner is None:
+        return False
+    try:
+        from runners.registry import RUNNERS  # noqa: PLC0415 (torch-free: lazy targets)
+    except Exception:  # no runners package: trust the KB's runner field
+        return True
+    return m.runner in RUNNERS
+
+
+def opens_up(space: Space, variant: Scenario) -> list[str]:
+    """The methods excluded here whose requirements `variant` meets (a cheap test before a
+    full search of the variant)."""
     kb = space.kb
     access, note = variant.effective_teacher_access(kb)
     teacher = variant.teacher_arch(kb)
@@ -424,12 +438,20 @@ def opens_up(space: Space, variant: Scenario) -> bool:
     hw, chw = variant.target(kb), variant.compute_target(kb)
     tok = variant.teacher_tokenizer(kb) if access != "none" else None
     scale = COMPUTE_RANK[variant.compute.scale.value]
+    sc = space.sc
+    b_access, b_note = sc.effective_teacher_access(kb)
+    b_args = (sc.available_tiers(kb), sc.data.tokens(), b_access, b_note, sc.teacher_arch(kb),
+              sc.teacher_tokenizer(kb) if b_access != "none" else None, space.arch,
+              COMPUTE_RANK[sc.compute.scale.value], sc.target(kb), sc.compute_target(kb))
+    out = []
     for mid, why in space.rejected.items():
-        if why.kind in ("requirement", "constraint", "relation") and mid in space.idx.options:
-            if _requirement_problem(kb.methods[mid], variant, kb, tiers, tokens, access, note,
-                                    teacher, tok, space.arch, scale, hw, chw) is None:
-                return True
-    return False
+        if why.kind in ("requirement", "constraint") and mid in space.idx.options:
+            m = kb.methods[mid]
+            if _requirement_problem(m, sc, kb, *b_args) is not None and \
+                    _requirement_problem(m, variant, kb, tiers, tokens, access, note, teacher, tok,
+                                         space.arch, scale, hw, chw) is None:
+                out.append(mid)
+    return out
 
 
 def _requirement_problem(m, sc: Scenario, kb: KB, tiers: set[str], tokens: dict[str, float],

@@ -130,6 +130,8 @@ class Preferences(_Rec):
     include: list[str] = Field(default_factory=list, description="methods the plan must contain")
     exclude: list[str] = Field(default_factory=list, description="methods the plan must not use")
     max_steps: int = Field(default=5, ge=1, le=12)
+    runnable: bool = Field(default=False, description="plan only methods this installation can "
+                                                      "execute (a registered runner)")
     conservative: bool = Field(default=False, description="check tolerance against the high "
                                                           "end of the quality range")
 

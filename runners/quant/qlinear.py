@@ -102,10 +102,14 @@ class QuantLinear(nn.Module):
                               bits, group_size, bias)
 
     def _dequant(self, packed, scales, zeros, dtype) -> torch.Tensor:
+        rows, groups = scales.shape
         codes = unpack(packed, self.bits, self.in_features).to(torch.float32)
-        s = _expand(scales.float(), self.group_size, self.in_features)
-        z = _expand(zeros.float(), self.group_size, self.in_features)
-        return ((codes - z) * s).to(dtype)
+        pad = groups * self.group_size - self.in_features
+        if pad:
+            codes = F.pad(codes, (0, pad))
+        # A (rows, groups, group_size) view broadcasts scales and zeros without copying them.
+        w = (codes.view(rows, groups, self.group_size) - zeros.float()[..., None]) * scales.float()[..., None]
+        return w.view(rows, -1)[:, : self.in_features].to(dtype)
 
     def dequantize(self, dtype=torch.float32) -> torch.Tensor:
         return self._dequant(self.qweight, self.scales, self.zeros, dtype)

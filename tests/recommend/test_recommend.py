@@ -249,3 +249,29 @@ def test_a_method_without_quality_evidence_is_not_planned_and_says_why(make_kb, 
                              data={"calibration": 128}), kb2)
     why = {r.method: r for r in rec.rejected}["awq"]
     assert why.kind == "evidence" and "effects.quality" in why.reason
+
+
+def test_an_effect_free_step_that_another_requires_is_added_with_its_reason(make_kb, scenario):
+    def needs_export(data):
+        data["relations"].append({"from": "rtn-weight-only", "to": "safetensors-export",
+                                  "kind": "requires", "note": "the format lives in the export",
+                                  "sources": ["t-deploy"]})
+
+    kb2 = make_kb(needs_export)
+    rec = recommend(scenario(kb_=kb2, hardware="phone-soc", budgets={"memory_mb": 560},
+                             preferences={"objectives": ["memory", "quality"]}), kb2)
+    steps = [s.method for s in rec.top.steps]
+    assert "rtn-weight-only" in steps and "safetensors-export" in steps
+    export = rec.top.steps[steps.index("safetensors-export")]
+    assert any("required by rtn-weight-only" in w for w in export.why)
+    assert validate_plan(rec.top, kb2) == []
+
+
+def test_runnable_keeps_to_methods_with_a_registered_runner(kb, scenario):
+    rec = recommend(scenario(hardware="phone-soc", budgets={"memory_mb": 450},
+                             data={"calibration": 128}, preferences={"runnable": True}), kb)
+    assert rec.plans
+    for plan in rec.plans:
+        assert all(kb.methods[s.method].runner for s in plan.steps)
+    why = {r.method: r for r in rec.rejected}
+    assert "preferences.runnable" in why["awq"].reason

@@ -32,8 +32,8 @@ STATES = {
     "plain": [],
     "untied": "untied",
     "magnitude": [("magnitude-prune", {"sparsity": 0.5})],
-    "structured-mlp": [("structured-prune", {"target": "mlp", "amount": 0.5, "samples": 2, "seq_len": 32})],
-    "structured-heads": [("structured-prune", {"target": "heads", "amount": 0.5, "samples": 2, "seq_len": 32})],
+    "structured-mlp": [("structured-prune", {"target": "mlp", "fraction": 0.5, "samples": 2, "seq_len": 32})],
+    "structured-heads": [("structured-prune", {"target": "heads", "fraction": 0.5, "samples": 2, "seq_len": 32})],
     "layer-drop": [("layer-drop", {"fraction": 0.5, "samples": 2, "seq_len": 32})],
     "rtn-int8": [("weight-only-quant", {"bits": 8})],
     "rtn-int4": [("weight-only-quant", {"bits": 4, "group_size": 24})],  # partial last group
@@ -44,7 +44,7 @@ STATES = {
     "bf16": [("cast", {"dtype": "bf16"})],
     "lora-merged": [("lora", {"rank": 2, "steps": 2, "seq_len": 16, "batch_size": 2, "merge": True})],
     "lora-unmerged": [("lora", {"rank": 2, "steps": 2, "seq_len": 16, "batch_size": 2, "merge": False})],
-    "prune-quant": [("structured-prune", {"target": "mlp", "amount": 0.25, "samples": 2, "seq_len": 32}),
+    "prune-quant": [("structured-prune", {"target": "mlp", "fraction": 0.25, "samples": 2, "seq_len": 32}),
                     ("weight-only-quant", {"bits": 4, "group_size": 32})],
 }
 

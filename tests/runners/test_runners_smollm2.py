@@ -115,3 +115,12 @@ def test_evaluate_runner_on_smollm2(smol, make_ctx, smol_corpus):
     print(f"\n[smollm2] evaluate fp32 ({torch.get_num_threads()} threads): prefill {m['prefill_ms']:.0f} ms / 64 tokens, "
           f"decode {m['decode_ms_per_token']:.0f} ms/token, peak {m['peak_memory_mb']:.0f} MB")
     assert m["prefill_ms"] > 0 and m["decode_ms_per_token"] > 0 and m["peak_memory_mb"] > 500
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    """Two threads for the 135 M-parameter matmuls (the tiny tests run on one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(__import__("os").environ.get("SLMREC_TEST_THREADS", "2")))
+    yield
+    torch.set_num_threads(before)

@@ -76,6 +76,7 @@ def test_nan_loss_fails_the_step(make_ctx):
     ("magnitude-prune", {"sparsity": 0.5, "scope": "layer"}, 0.5),
     ("magnitude-prune", {"sparsity": 0.3, "scope": "global"}, 0.3),
     ("wanda-prune", {"sparsity": 0.5, "samples": 4, "seq_len": 64}, 0.5),
+    ("wanda-prune", {"sparsity": 0.4, "scope": "global", "samples": 4, "seq_len": 64}, 0.4),
 ])
 def test_unstructured_pruning_hits_sparsity(tiny, make_ctx, rid, params, expected):
     model, tok = tiny
@@ -87,8 +88,8 @@ def test_unstructured_pruning_hits_sparsity(tiny, make_ctx, rid, params, expecte
 
 
 @pytest.mark.parametrize("params, check", [
-    ({"target": "mlp", "amount": 0.5}, lambda c: c.intermediate_size == 64),
-    ({"target": "heads", "amount": 0.5}, lambda c: (c.num_attention_heads, c.num_key_value_heads) == (2, 2)),
+    ({"target": "mlp", "fraction": 0.5}, lambda c: c.intermediate_size == 64),
+    ({"target": "heads", "fraction": 0.5}, lambda c: (c.num_attention_heads, c.num_key_value_heads) == (2, 2)),
 ])
 def test_structured_pruning_shrinks_and_runs(tiny, make_ctx, params, check):
     model, tok = tiny
@@ -102,7 +103,7 @@ def test_structured_pruning_shrinks_and_runs(tiny, make_ctx, params, check):
 
 def test_head_pruning_on_multi_head_attention_removes_kv_heads_too(make_ctx):
     model, tok = tiny_model(layers=1, hidden=64, heads=4, kv_heads=4, intermediate=64)
-    res = run("structured-prune", make_ctx(model, tok), target="heads", amount=0.5, samples=2, seq_len=32)
+    res = run("structured-prune", make_ctx(model, tok), target="heads", fraction=0.5, samples=2, seq_len=32)
     assert (res.model.config.num_attention_heads, res.model.config.num_key_value_heads) == (2, 2)
     res.model(input_ids=torch.tensor([[1, 2, 3]]))
 
