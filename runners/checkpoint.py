@@ -155,7 +155,8 @@ def load_checkpoint(folder):
     recipe = _read_json(folder / RECIPE)
     if recipe.get("format") != FORMAT or recipe.get("version") != VERSION:
         raise SlmrecError.one(str(folder / RECIPE), f"not an {FORMAT} version {VERSION} recipe")
-    lacking = [k for k in ("quant", "dynamic_int8", "aliases", "conv1d_to_linear") if not isinstance(recipe.get(k), (dict, list))]
+    lacking = [k for k in ("quant", "dynamic_int8", "aliases", "conv1d_to_linear")
+               if not isinstance(recipe.get(k), (dict, list))]
     if lacking:
         raise SlmrecError.one(str(folder / RECIPE), f"corrupt recipe: '{lacking[0]}' missing")
     _read_json(folder / "config.json")
@@ -189,7 +190,8 @@ def load_checkpoint(folder):
     try:
         model.load_state_dict(tensors, strict=False)
     except RuntimeError as e:
-        raise SlmrecError.one(str(weights), f"tensor shapes do not match config.json: {str(e).splitlines()[-1].strip()}") from None
+        detail = str(e).splitlines()[-1].strip()
+        raise SlmrecError.one(str(weights), f"tensor shapes do not match config.json: {detail}") from None
     for name, mod in dynamic.items():
         replace_module(model, name, mod)
     model.eval()
@@ -212,7 +214,8 @@ def _load_tokenizer(folder: Path):
     try:
         return AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except (ValueError, OSError) as e:
-        raise SlmrecError.one(str(folder / "tokenizer.json"), f"cannot load tokenizer: {str(e).splitlines()[0]}") from None
+        raise SlmrecError.one(str(folder / "tokenizer.json"),
+                              f"cannot load tokenizer: {str(e).splitlines()[0]}") from None
 
 
 def _rebuild_quant(model, recipe: dict) -> None:

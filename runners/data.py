@@ -119,12 +119,16 @@ class Corpus:
         ids_out, labels_out = [], []
         for prompt, response in self.pair_splits.get(split, []):
             p = tok(format_prompt(prompt), add_special_tokens=False)["input_ids"]
-            r = tok(response, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if tok.eos_token_id is not None else [])
+            r = tok(response, add_special_tokens=False)["input_ids"] + eos_ids(tok)
             ids, labels = (p + r)[:seq_len], ([-100] * len(p) + r)[:seq_len]
             fill = seq_len - len(ids)
             ids_out.append(ids + [pad] * fill)
             labels_out.append(labels + [-100] * fill)
         return torch.tensor(ids_out, dtype=torch.long), torch.tensor(labels_out, dtype=torch.long)
+
+
+def eos_ids(tok) -> list[int]:
+    return [tok.eos_token_id] if tok.eos_token_id is not None else []
 
 
 def format_prompt(prompt: str) -> str:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from runners.base import Runner, RunnerParams, StepContext, StepFailed, StepResult
+from runners.data import eos_ids
 from runners.training import base_model, oom_guard, set_seed, train
 
 
@@ -123,19 +124,20 @@ class SequenceDistill(Runner):
         start = time.perf_counter()
         texts = []
         prompts = ctx.corpus.prompts("train", params.prompts, params.prompt_tokens)
+        pad = t_tok.pad_token_id if t_tok.pad_token_id is not None else t_tok.eos_token_id
         with oom_guard(self.id), torch.no_grad():
             for i, prompt in enumerate(prompts):
                 ids = t_tok(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
                 out = teacher.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                        max_new_tokens=params.new_tokens, do_sample=params.sample_temperature > 0,
                                        temperature=params.sample_temperature or None, top_p=None, top_k=None,
-                                       pad_token_id=t_tok.pad_token_id if t_tok.pad_token_id is not None else t_tok.eos_token_id)
+                                       pad_token_id=pad)
                 texts.append(t_tok.decode(out[0], skip_special_tokens=True))
                 ctx.progress(i + 1, len(prompts))
         s_tok = ctx.tokenizer
         stream: list[int] = []
         for text in texts:
-            stream += s_tok(text, add_special_tokens=False)["input_ids"] + ([s_tok.eos_token_id] if s_tok.eos_token_id is not None else [])
+            stream += s_tok(text, add_special_tokens=False)["input_ids"] + eos_ids(s_tok)
         data = torch.tensor(stream, dtype=torch.long)
         seq_len = min(params.seq_len, len(data) - 1)
         if seq_len < 2:
@@ -153,4 +155,5 @@ class SequenceDistill(Runner):
         metrics = train(student, ctx, params.steps, params.lr, loss, self.id, keep_sparsity=params.keep_sparsity)
         metrics["wall_s"] += gen_s
         return StepResult(model=student, metrics=metrics,
-                          notes=[f"teacher wrote {len(texts)} continuations ({len(data)} student tokens) in {gen_s:.1f} s"])
+                          notes=[f"teacher wrote {len(texts)} continuations ({len(data)} student tokens) "
+                                 f"in {gen_s:.1f} s"])

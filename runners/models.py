@@ -40,23 +40,25 @@ def cache_root() -> Path:
 
 
 def _dtype(dtype):
+    """A torch dtype from a dtype or its name (None stays None)."""
     import torch
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str):
-        names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-                 "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-        if dtype not in names:
-            raise SlmrecError.one("<model>", f"unknown dtype '{dtype}'; valid: {', '.join(names)}")
-        return names[dtype]
-    return dtype
+    if dtype is None or not isinstance(dtype, str):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in names:
+        raise SlmrecError.one("<model>", f"unknown dtype '{dtype}'; valid: {', '.join(names)}")
+    return names[dtype]
 
 
 def load_model(source: str, dtype=None):
     """(model, tokenizer) from a bundled id, an slmrec checkpoint or a local HF folder.
 
-    dtype: a torch dtype or its name; None means float32.
+    dtype: a torch dtype or its name; None keeps a checkpoint's stored dtype and loads
+    Hugging Face folders and the bundled model in float32.
     """
+    import torch
+
     from runners.checkpoint import is_checkpoint, load_checkpoint
     dtype = _dtype(dtype)
     source = str(source)
@@ -68,7 +70,7 @@ def load_model(source: str, dtype=None):
             if is_checkpoint(path):
                 model, tok = load_checkpoint(path)
             else:
-                model, tok = _load_hf_folder(path, dtype)
+                model, tok = _load_hf_folder(path, dtype or torch.float32)
         elif path.exists():
             raise SlmrecError.one(source, "is a file; give the model's folder (with config.json)")
         elif re.fullmatch(r"[\w.-]+/[\w.-]+", source) and not source.startswith((".", "/", "~")):
@@ -80,7 +82,7 @@ def load_model(source: str, dtype=None):
         else:
             raise SlmrecError.one(source, f"unknown model '{source}'{did_you_mean(source, BUNDLED_MODELS)}; "
                                   f"valid: a local folder or a bundled id ({', '.join(BUNDLED_MODELS)})")
-    if dtype != next(model.parameters()).dtype and not _is_quantized(model):
+    if dtype is not None and dtype != next(model.parameters()).dtype and not _is_quantized(model):
         model = model.to(dtype)
     return model, tok
 
@@ -92,7 +94,6 @@ def _is_quantized(model) -> bool:
 
 
 def _load_hf_folder(path: Path, dtype):
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     cfg_file = path / "config.json"
     if not cfg_file.exists():
@@ -121,7 +122,6 @@ def _load_hf_folder(path: Path, dtype):
         tok = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     except (ValueError, OSError) as e:
         raise SlmrecError.one(str(path), f"cannot load its tokenizer: {str(e).splitlines()[0]}") from None
-    torch.manual_seed(0)
     return model.eval(), tok
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from runners.base import Runner, RunnerParams, StepContext, StepFailed, StepResult
 from runners.models import model_stats
 from runners.quant.qlinear import QuantEmbedding, QuantLinear
-from runners.quant.rtn import quantize_embeddings, quantize_rtn
+from runners.quant.rtn import linear_names, quantize_embeddings, quantize_rtn
 from runners.training import oom_guard
 
 STAT_KEYS = ("params", "size_mb", "sparsity", "bits_per_weight")
@@ -37,24 +37,26 @@ def _plain(model, what: str):
 
 class DynamicInt8(Runner):
     id = "dynamic-int8"
-    summary = "torch.ao dynamic quantization: nn.Linear weights int8 per tensor, activations quantized at run time"
+    summary = "torch.ao dynamic quantization: nn.Linear weights int8 per channel, activations quantized at run time"
 
     def run(self, ctx: StepContext, params) -> StepResult:
         model = ctx.model
         _plain(model, self.id)
         if any(p.dtype != torch.float32 for p in model.parameters()):
             raise StepFailed(f"{self.id}: needs a float32 model (torch.ao dynamic kernels compute in fp32); "
-                             "put cast after it, not before")
-        tied = model.get_output_embeddings() is not None and \
-            model.get_output_embeddings().weight is model.get_input_embeddings().weight
+                             "it does not combine with an fp16/bf16 cast")
+        names = linear_names(model)  # a head tied to the embeddings stays float and tied
+        qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
         with warnings.catch_warnings():
             # torch.ao is deprecated in favour of torchao but still works on 2.13 (see runtime notes)
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.filterwarnings("ignore", message=".*quantized tensor creation.*", category=UserWarning)
-            model = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
-        notes = ["nn.Linear only; embeddings stay float"]
-        if tied:
-            notes.append("the tied lm_head gets its own int8 copy (the float embedding table stays)")
+            model = torch.ao.quantization.quantize_dynamic(model, {n: qconfig for n in names},
+                                                           dtype=torch.qint8, inplace=True)
+        notes = [f"{len(names)} nn.Linear -> int8 weights per output channel, activations int8 per tensor "
+                 "at run time; embeddings stay float"]
+        if any(type(m) is nn.Linear for m in model.modules()):
+            notes.append("the lm_head tied to the embeddings stays float (an int8 copy would add size and error)")
         return StepResult(model=model, metrics=_stats(model), notes=notes)
 
 

@@ -71,6 +71,14 @@ def stats(kb: KB) -> dict:
     }
 
 
+def _groups(families: Counter) -> dict[str, int]:
+    """Methods per top-level family ("quantization/weight-only" -> "quantization")."""
+    groups: Counter = Counter()
+    for fam, n in families.items():
+        groups[fam.split("/")[0]] += n
+    return dict(groups.most_common())
+
+
 def coverage(kb: KB) -> dict:
     """Methods per component and family, and how complete their records are."""
     rows: dict[str, dict] = defaultdict(lambda: {"methods": 0, "families": Counter()})
@@ -98,7 +106,8 @@ def coverage(kb: KB) -> dict:
     order = {c.id: (c.cls.value != "main", c.cls.value, c.order or 0) for c in kb.components.values()}
     return {
         "components": [{"component": comp, "class": kb.components[comp].cls.value,
-                        "methods": row["methods"], "families": dict(sorted(row["families"].items()))}
+                        "methods": row["methods"], "families": dict(sorted(row["families"].items())),
+                        "family_groups": _groups(row["families"])}
                        for comp, row in sorted(rows.items(), key=lambda kv: order.get(kv[0], (True, "", 0)))],
         "empty_components": sorted(c for c in kb.components if c not in rows),
         "share": {k: round(filled[k] / n, 3) for k in

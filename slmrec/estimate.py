@@ -55,9 +55,9 @@ UNITS = {"params": "count", "bits_per_weight": "bits", "sparsity": "fraction", "
          "inference_memory_mb": "MB", "decode_ms_per_token": "ms", "prefill_ms": "ms",
          "quality_loss_pct": "%", "step_peak_memory_mb": "MB", "step_tflop": "TFLOP",
          "step_hours": "h", "throughput_tok_s": "tokens/s"}
-STRUCTURE_FIELDS = ("params_fraction_removed", "layers_fraction_removed", "heads_fraction_removed",
-                    "kv_heads", "vocab_size", "rank_fraction")
-TRANSFORM_FIELDS = ("weight_bits", "activation_bits", "kv_cache_bits", "sparsity",
+STRUCTURE_FIELDS = ("params_fraction_removed", "mlp_fraction_removed", "layers_fraction_removed",
+                    "heads_fraction_removed", "kv_heads", "vocab_size", "rank_fraction")
+TRANSFORM_FIELDS = ("weight_bits", "embedding_bits", "activation_bits", "kv_cache_bits", "sparsity",
                     *STRUCTURE_FIELDS, "adds_params_fraction")
 
 
@@ -218,8 +218,8 @@ def compile_option(m: Method, params: dict[str, Any]) -> Option:
     wb = t.get("weight_bits")
     int_quant = wb is not None and wb < 16
     edits = bool(t.get("sparsity")) or any(
-        t.get(f) for f in ("params_fraction_removed", "layers_fraction_removed",
-                           "heads_fraction_removed")) or "kv_heads" in t or "rank_fraction" in t \
+        t.get(f) for f in ("params_fraction_removed", "mlp_fraction_removed",
+                           "layers_fraction_removed", "heads_fraction_removed")) or "kv_heads" in t or "rank_fraction" in t \
         or "vocab_size" in t
     lossy = (int_quant or edits or tr.init_from_scratch
              or ("activation_bits" in t and t["activation_bits"] < 16)
@@ -516,6 +516,10 @@ class Estimator:
             n.qo, n.kvp, n.mlp, n.other = s.qo * keep, s.kvp * keep, s.mlp * keep, s.other * keep
             if "params_fraction_removed" in t:
                 n.intermediate = s.intermediate * (1.0 - t["params_fraction_removed"])
+        if "mlp_fraction_removed" in t:  # MLP channels only: gate, up and down shrink together
+            f = 1.0 - t["mlp_fraction_removed"]
+            n.mlp *= f
+            n.intermediate = n.intermediate * f
         if "heads_fraction_removed" in t:
             f = 1.0 - t["heads_fraction_removed"]
             n.heads = max(1.0, round(s.heads * f))
@@ -544,6 +548,10 @@ class Estimator:
             if wb >= 16:  # float casts apply to every tensor; integer formats to linear layers
                 n.embed_bits = wb
                 n.embed_read_bits = wb if precision_ok else max(s.embed_read_bits, wb)
+            elif t.get("embedding_bits") is not None:  # the method also packs the embedding table
+                eb = t["embedding_bits"] + (opt.group_overhead_bits / gs if gs else 0.0)
+                n.embed_bits = eb
+                n.embed_read_bits = eb if precision_ok else max(s.embed_read_bits, eb)
             n.int_quant = wb < 16 or s.int_quant
         if "activation_bits" in t and precision_ok:
             n.act_bits = t["activation_bits"]

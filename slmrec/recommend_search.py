@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from slmrec.estimate import ModelState, Option
 from slmrec.recommend_space import Space
 
-FIELD_ORDER = ("weight_bits", "params_fraction_removed", "layers_fraction_removed",
+FIELD_ORDER = ("weight_bits", "params_fraction_removed", "mlp_fraction_removed", "layers_fraction_removed",
                "heads_fraction_removed", "sparsity", "kv_heads", "rank_fraction", "vocab_size",
                "kv_cache_bits", "activation_bits", "adds_params_fraction")
 STEP_PENALTY = 0.01        # per step: of two equal plans, the shorter wins
@@ -235,8 +235,12 @@ class Search:
                             best["embed_store"] = min(best.get("embed_store", v), v)
                             if prec:
                                 best["embed_read"] = min(best.get("embed_read", v), v)
-                    elif f in ("params_fraction_removed", "layers_fraction_removed",
-                               "heads_fraction_removed"):
+                    elif f == "embedding_bits":
+                        best["embed_store"] = min(best.get("embed_store", v), v)
+                        if prec:
+                            best["embed_read"] = min(best.get("embed_read", v), v)
+                    elif f in ("params_fraction_removed", "mlp_fraction_removed",
+                               "layers_fraction_removed", "heads_fraction_removed"):
                         best[f] = max(best.get(f, 0.0), v)
                     elif f == "sparsity":
                         if sparse:
@@ -285,6 +289,10 @@ class Search:
         if keep < 1.0:
             o.qo, o.kvp, o.mlp, o.other = o.qo * keep, o.kvp * keep, o.mlp * keep, o.other * keep
             o.intermediate *= keep
+        if "mlp_fraction_removed" in best and "mlp_fraction_removed" not in used:
+            o.mlp *= 1 - best["mlp_fraction_removed"]
+            o.intermediate *= 1 - best["mlp_fraction_removed"]
+        if keep < 1.0:
             o.layers = max(1.0, o.layers * (1 - best.get("layers_fraction_removed", 0.0)))
             o.kv_heads = max(1.0, o.kv_heads * (1 - best.get("heads_fraction_removed", 0.0)))
             o.heads = max(1.0, o.heads * (1 - best.get("heads_fraction_removed", 0.0)))

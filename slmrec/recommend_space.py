@@ -526,16 +526,19 @@ def _floor_state(est: Estimator, base: ModelState, opts: dict[str, list[Option]]
     for olist in opts.values():
         for o in olist:
             for f, v in o.t.items():
-                if f in ("params_fraction_removed", "layers_fraction_removed",
+                if f in ("params_fraction_removed", "mlp_fraction_removed", "layers_fraction_removed",
                          "heads_fraction_removed", "sparsity"):
                     best[f] = max(best.get(f, 0.0), v)
-                elif f in ("weight_bits", "kv_cache_bits", "kv_heads", "rank_fraction",
-                           "vocab_size"):
+                elif f in ("weight_bits", "embedding_bits", "kv_cache_bits", "kv_heads",
+                           "rank_fraction", "vocab_size"):
                     best[f] = min(best.get(f, v), v)
     keep = (1 - best.get("params_fraction_removed", 0)) * (1 - best.get("layers_fraction_removed", 0)) \
         * (1 - best.get("heads_fraction_removed", 0)) * min(1.0, 2 * best.get("rank_fraction", 0.5))
     s.qo, s.kvp, s.mlp, s.other = s.qo * keep, s.kvp * keep, s.mlp * keep, s.other * keep
+    s.mlp *= 1 - best.get("mlp_fraction_removed", 0)
     s.layers = max(1.0, s.layers * (1 - best.get("layers_fraction_removed", 0)))
+    if "embedding_bits" in best:
+        s.embed_bits = min(s.embed_bits, best["embedding_bits"])
     if "weight_bits" in best:
         s.bits = min(s.bits, best["weight_bits"])
         s.int_quant = best["weight_bits"] < 16
@@ -559,7 +562,8 @@ def _dominates(a: Option, b: Option, est: Estimator) -> bool:
             y = y + (b.group_overhead_bits / gb if gb and y < 16 else 0)
             if x > y or (pb and not pa):
                 return False
-        elif f in ("params_fraction_removed", "layers_fraction_removed", "heads_fraction_removed"):
+        elif f in ("params_fraction_removed", "mlp_fraction_removed", "layers_fraction_removed",
+                   "heads_fraction_removed"):
             if x < y:
                 return False
         elif f == "sparsity":

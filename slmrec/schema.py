@@ -267,6 +267,9 @@ class Transform(Record):
     weight_bits: Value | None = None
     group_size: Value | None = Field(default=None, description="weights per quantization group")
     group_overhead_bits: float = Field(default=32.0, description="scale+zero bits per group")
+    embedding_bits: Value | None = Field(
+        default=None, description="bits of the embedding table (and a head tied to it) after an "
+                                  "integer format; absent: the table keeps its precision")
     activation_bits: Value | None = None
     kv_cache_bits: Value | None = None
     sparsity: Value | None = Field(default=None, description="fraction of weights zeroed")

@@ -27,7 +27,8 @@ def quantize_embeddings(model, bits: int | None, group_size: int) -> str:
     """Quantize the input embedding table (and the head tied to it); returns a note."""
     emb = model.get_input_embeddings()
     if bits is None or not isinstance(emb, nn.Embedding):
-        return "embeddings kept in " + str(getattr(getattr(emb, "weight", None), "dtype", "their dtype")).removeprefix("torch.")
+        dtype = getattr(getattr(emb, "weight", None), "dtype", "their dtype")
+        return "embeddings kept in " + str(dtype).removeprefix("torch.")
     names = {m: n for n, m in model.named_modules()}
     tied = head_is_tied(model)
     table = QuantLinear.from_weight(emb.weight.data, bits, group_size)

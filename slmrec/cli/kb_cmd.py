@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = kb_sub.add_parser("coverage", help="methods per component and family; completeness")
     add_kb_flag(c)
+    c.add_argument("--families", action="store_true", help="list every family, not family groups")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.set_defaults(handler=_coverage)
 
@@ -78,9 +79,11 @@ def _coverage(args) -> int:
         return 0
     rows = []
     for row in data["components"]:
-        fams = ", ".join(f"{f} ({n})" for f, n in row["families"].items())
-        rows.append([row["component"], row["class"], row["methods"], fams])
-    print(table(rows, ["component", "class", "methods", "families (methods)"]))
+        fams = row["families"] if args.families else row["family_groups"]
+        rows.append([row["component"], row["class"], row["methods"], len(row["families"]),
+                     ", ".join(f"{f} {n}" for f, n in fams.items())])
+    print(table(rows, ["component", "class", "methods", "families",
+                       "methods per " + ("family" if args.families else "family group")]))
     if data["empty_components"]:
         print(f"\ncomponents with no methods: {', '.join(data['empty_components'])}")
     print(f"\n{data['methods']} methods; share filled in:")

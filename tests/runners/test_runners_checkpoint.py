@@ -143,3 +143,13 @@ def test_tiny_model_efficient_design():
     assert attn.k_proj.out_features == 16  # MQA: one 16-wide KV head
     assert mlp.gate_proj.out_features == 96 and model.lm_head.weight is model.model.embed_tokens.weight
     assert len(tok) == 512
+
+
+def test_load_model_keeps_stored_dtype_unless_asked(tiny, make_ctx, tmp_path):
+    model, tok = tiny
+    ctx = make_ctx(model, tok)
+    folder = save_checkpoint(run("cast", ctx, dtype="bf16"), tok, tmp_path / "ck")
+    assert next(load_model(str(folder))[0].parameters()).dtype == torch.bfloat16
+    assert next(load_model(str(folder), dtype="fp32")[0].parameters()).dtype == torch.float32
+    with pytest.raises(SlmrecError, match="unknown dtype 'int3'"):
+        load_model(str(folder), dtype="int3")

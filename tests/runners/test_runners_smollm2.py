@@ -4,6 +4,7 @@ short training runs with small batches."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -112,15 +113,18 @@ def test_evaluate_runner_on_smollm2(smol, make_ctx, smol_corpus):
     res = run("evaluate", make_ctx(model, tok, smol_corpus), seq_len=128, ppl_blocks=2, repeats=1,
               decode_tokens=8, serialise=False)
     m = res.metrics
-    print(f"\n[smollm2] evaluate fp32 ({torch.get_num_threads()} threads): prefill {m['prefill_ms']:.0f} ms / 64 tokens, "
+    print(f"\n[smollm2] evaluate fp32 ({torch.get_num_threads()} threads): "
+          f"prefill {m['prefill_ms']:.0f} ms / 64 tokens, "
           f"decode {m['decode_ms_per_token']:.0f} ms/token, peak {m['peak_memory_mb']:.0f} MB")
     assert m["prefill_ms"] > 0 and m["decode_ms_per_token"] > 0 and m["peak_memory_mb"] > 500
 
 
 @pytest.fixture(autouse=True)
 def _threads():
-    """Two threads for the 135 M-parameter matmuls (the tiny tests run on one)."""
+    """One thread unless SLMREC_TEST_THREADS says otherwise: on 2 shared cores a second torch
+    thread stalls whenever another process holds a core (whole file: 81 s on 1 thread; the GPTQ
+    test alone 193 s on 2, measured with one other busy process)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(int(__import__("os").environ.get("SLMREC_TEST_THREADS", "2")))
+    torch.set_num_threads(int(os.environ.get("SLMREC_TEST_THREADS", "1")))
     yield
     torch.set_num_threads(before)
