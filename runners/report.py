@@ -108,6 +108,7 @@ def _order(names) -> list[str]:
 
 # Signed, additive metrics: compared by difference (percentage points), not by ratio.
 DIFFERENCE_METRICS = frozenset({"quality_loss_pct", "step_quality_loss_pct"})
+RANGE_SLACK = 0.01
 
 
 def compare_one(scope: str, method: str, metric: str, pred: Mapping | None,
@@ -121,7 +122,9 @@ def compare_one(scope: str, method: str, metric: str, pred: Mapping | None,
         elif value != 0:
             ratio = measured / value
     if measured is not None and low is not None and high is not None:
-        within = low <= measured <= high
+        # An analytic point prediction is "in range" within rounding (1%), not only when exact.
+        slack = RANGE_SLACK * max(abs(low), abs(high)) if metric not in DIFFERENCE_METRICS else 0.0
+        within = low - slack <= measured <= high + slack
     return {"scope": scope, "method": method, "metric": metric, "predicted": value,
             "predicted_low": low, "predicted_high": high, "measured": measured,
             "ratio": ratio, "difference": diff, "within_range": within,

@@ -24,8 +24,8 @@ def describe(kb: KB, graph: LifecycleGraph, id: str) -> dict:
         }
     if kind == "method":
         out["requirements"] = graph.requirements(id)
-        out["must_precede"] = graph.must_precede(id)
-        out["must_follow"] = graph.must_follow(id)
+        out["comes_after"] = graph.must_precede(id)    # declared to come before this method
+        out["comes_before"] = graph.must_follow(id)    # declared to come after this method
         out["recovered_by"] = [link.src for link in graph.recovered_by(id)]
         out["conflicts_with"] = graph.conflicts_with(id)
     if kind == "component":

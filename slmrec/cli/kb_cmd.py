@@ -118,7 +118,7 @@ def _show(args) -> int:
             print(f"  {kind}: {rng}{when} [{ev['source']}] {ev.get('setting') or ev.get('note') or ''}".rstrip())
     if effects.get("transform"):
         print(f"  transform: {effects['transform']}")
-    for key in ("must_precede", "must_follow", "recovered_by", "conflicts_with", "methods", "cited_by"):
+    for key in ("comes_after", "comes_before", "recovered_by", "conflicts_with", "methods", "cited_by"):
         if data.get(key):
             print(f"  {key.replace('_', ' ')}: {', '.join(data[key])}")
     rels = data.get("relations", {})
