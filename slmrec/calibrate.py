@@ -70,6 +70,8 @@ class Calibration:
 
         by_metric: dict[str, list[tuple[str, float, float]]] = {}
         for r in rows:
+            if r.get("method") == "plan":  # a plan-level row repeats its last step's figures
+                continue
             metric, pred, meas = r.get("metric"), r.get("predicted"), r.get("measured")
             if metric not in LOG_METRICS + LINEAR_METRICS or pred is None or meas is None:
                 continue
