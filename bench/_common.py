@@ -32,20 +32,9 @@ def timed(into: dict, key: str) -> Iterator[None]:
 
 
 def machine() -> dict:
-    import psutil
-    import torch
+    from runners.execute import machine_info
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "torch": torch.__version__, "python": platform.python_version(),
+    return {**machine_info(), "python": platform.python_version(),
             "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 

@@ -238,7 +238,8 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _hardware() -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
+    """The machine a run or a benchmark measured on."""
     import torch
 
     cpu = platform.processor() or platform.machine()
@@ -548,7 +549,7 @@ def _new_report(plan, kb, bound, state, out, source, digest, seed) -> RunReport:
     report.out_dir, report.plan_name, report.plan_hash = str(out), plan.name, digest
     report.kb_version, report.base_model, report.seed = kb.version, source, seed
     report.started, report.finished = _now(), None
-    report.hardware = {**_hardware(), **({"profile": plan.hardware} if plan.hardware else {})}
+    report.hardware = {**machine_info(), **({"profile": plan.hardware} if plan.hardware else {})}
     report.final_predicted = {k: p.model_dump(mode="json") for k, p in plan.predicted.items()}
     old = {s.index: s for s in report.steps}
     report.steps = [old.get(b.index) or StepReport(b.index, b.method) for b in bound]

@@ -15,6 +15,7 @@ from torch import nn
 
 from runners.base import Runner, RunnerParams, StepContext, StepFailed, StepResult
 from runners.models import decoder_layers, model_stats
+from runners.structured import input_sq_norms
 from runners.training import oom_guard
 
 STAT_KEYS = ("params", "size_mb", "sparsity", "bits_per_weight")
@@ -43,27 +44,6 @@ def _result(model, targets, start: float, notes: list[str]) -> StepResult:
     notes = notes + [f"{zeros / max(1, total):.1%} of the block linears' weights are zero "
                      f"({stats['sparsity']:.1%} of all parameters); tensors stay dense, so size is unchanged"]
     return StepResult(model=model, metrics=metrics, notes=notes)
-
-
-@torch.no_grad()
-def input_sq_norms(model, calib: torch.Tensor, names: list[str], batch_size: int = 4) -> dict[str, torch.Tensor]:
-    """Sum over calibration tokens of x_j^2 for each input feature j of the named modules."""
-    norms: dict[str, torch.Tensor] = {}
-
-    def hook(name):
-        def fn(mod, args, out):
-            x = args[0].detach().float().reshape(-1, args[0].shape[-1])
-            norms[name] = norms.get(name, 0) + (x * x).sum(0)
-        return fn
-
-    handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in names]
-    try:
-        for i in range(0, len(calib), batch_size):
-            model(input_ids=calib[i: i + batch_size], use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return norms
 
 
 class MagnitudeParams(RunnerParams):

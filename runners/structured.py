@@ -37,24 +37,32 @@ def _require(module, names: tuple[str, ...], what: str) -> None:
 
 
 @torch.no_grad()
-def _input_norms(model, calib, modules: list[nn.Module], batch_size: int = 4) -> list[torch.Tensor]:
-    """Per input feature, sum of x^2 over calibration tokens, for each module."""
-    sums = [None] * len(modules)
+def input_sq_norms(model, calib: torch.Tensor, names: list[str], batch_size: int = 4) -> dict[str, torch.Tensor]:
+    """Sum over calibration tokens of x_j^2 for each input feature j of the named modules."""
+    norms: dict[str, torch.Tensor] = {}
 
-    def hook(i):
+    def hook(name):
         def fn(mod, args, out):
             x = args[0].detach().float().reshape(-1, args[0].shape[-1])
-            sums[i] = (x * x).sum(0) + (0 if sums[i] is None else sums[i])
+            norms[name] = norms.get(name, 0) + (x * x).sum(0)
         return fn
 
-    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]
+    handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in names]
     try:
         for i in range(0, len(calib), batch_size):
             model(input_ids=calib[i: i + batch_size], use_cache=False)
     finally:
         for h in handles:
             h.remove()
-    return sums
+    return norms
+
+
+def _input_norms(model, calib, modules: list[nn.Module], batch_size: int = 4) -> list[torch.Tensor]:
+    """input_sq_norms for modules given as objects rather than names."""
+    name_of = {id(m): n for n, m in model.named_modules()}
+    names = [name_of[id(m)] for m in modules]
+    norms = input_sq_norms(model, calib, names, batch_size)
+    return [norms[n] for n in names]
 
 
 @torch.no_grad()
