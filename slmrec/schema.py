@@ -114,12 +114,17 @@ class Source(Record):
     arxiv: str | None = Field(default=None, pattern=r"^\d{4}\.\d{4,5}$")
     doi: str | None = Field(default=None, pattern=r"^10\.\d{4,9}/\S+$")
     url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    path: str | None = Field(default=None, description="our own measurement: where in this "
+                                                       "repository it is produced")
     note: str | None = None
 
     @model_validator(mode="after")
     def _identifiable(self) -> "Source":
-        if not (self.arxiv or self.doi or self.url):
-            raise ValueError("a source needs a verifiable identifier: arxiv, doi or url")
+        if not (self.arxiv or self.doi or self.url or self.path):
+            raise ValueError("a source needs a verifiable identifier: arxiv, doi or url "
+                             "(or, for our own measurement, path)")
+        if self.path and self.kind is not SourceKind.measured:
+            raise ValueError("path identifies our own measurements only (kind: measured)")
         if self.kind in (SourceKind.paper, SourceKind.survey) and not self.authors:
             raise ValueError("a paper or survey needs its authors")
         return self
@@ -130,7 +135,7 @@ class Source(Record):
             return f"arXiv:{self.arxiv}"
         if self.doi:
             return f"doi:{self.doi}"
-        return self.url or ""
+        return self.url or self.path or ""
 
 
 # --------------------------------------------------------------------------------------------
