@@ -128,6 +128,21 @@ class WandaPrune(Runner):
         return _result(model, targets, start, [f"Wanda on {calib.numel()} calibration tokens, {where}"])
 
 
+def _shrink(ctx: StepContext, what: str, params, edit) -> tuple[str, dict, float]:
+    """Run a structural edit (`edit(model, calib, fraction)`) on calibration blocks; return its
+    note, the model's statistics with the parameters removed, and the parameter count before."""
+    start = time.perf_counter()
+    model = ctx.model
+    before = model_stats(model)["params"]
+    calib = ctx.corpus.blocks("calibration", params.seq_len, params.samples)
+    with oom_guard(what):
+        note = edit(model, calib, params.fraction)
+    stats = model_stats(model)
+    metrics = {**{k: stats[k] for k in STAT_KEYS}, "params_removed": before - stats["params"],
+               "wall_s": time.perf_counter() - start}
+    return note, metrics, before
+
+
 class StructuredParams(RunnerParams):
     target: Literal["mlp", "heads"] = Field("mlp", description="MLP intermediate channels or attention heads")
     fraction: float = Field(0.25, gt=0.0, le=0.9, description="fraction of channels / query heads to remove")
@@ -143,18 +158,12 @@ class StructuredPrune(Runner):
     @torch.no_grad()
     def run(self, ctx: StepContext, params: StructuredParams) -> StepResult:
         from runners.structured import prune_heads, prune_mlp
-        start = time.perf_counter()
         model = ctx.model
         _check_plain(model, self.id)
-        before = model_stats(model)["params"]
-        calib = ctx.corpus.blocks("calibration", params.seq_len, params.samples)
-        with oom_guard(self.id):
-            note = (prune_mlp if params.target == "mlp" else prune_heads)(model, calib, params.fraction)
-        stats = model_stats(model)
-        metrics = {**{k: stats[k] for k in STAT_KEYS}, "params_removed": before - stats["params"],
-                   "wall_s": time.perf_counter() - start}
+        edit = prune_mlp if params.target == "mlp" else prune_heads
+        note, metrics, before = _shrink(ctx, self.id, params, edit)
         return StepResult(model=model, metrics=metrics,
-                          notes=[note, f"params {before / 1e6:.2f} M -> {stats['params'] / 1e6:.2f} M; "
+                          notes=[note, f"params {before / 1e6:.2f} M -> {metrics['params'] / 1e6:.2f} M; "
                                        "quality usually needs recovery (distillation or LoRA)"])
 
 
@@ -172,15 +181,9 @@ class LayerDrop(Runner):
     @torch.no_grad()
     def run(self, ctx: StepContext, params: LayerDropParams) -> StepResult:
         from runners.structured import drop_layers
-        start = time.perf_counter()
         model = ctx.model
         if hasattr(model, "peft_config"):
             raise StepFailed(f"{self.id}: the model carries unmerged LoRA adapters; run lora with merge: true first")
-        before = model_stats(model)["params"]
-        calib = ctx.corpus.blocks("calibration", params.seq_len, params.samples)
-        with oom_guard(self.id):
-            note = drop_layers(model, calib, params.fraction)
-        stats = model_stats(model)
-        metrics = {**{k: stats[k] for k in STAT_KEYS}, "params_removed": before - stats["params"],
-                   "layers": float(model.config.num_hidden_layers), "wall_s": time.perf_counter() - start}
+        note, metrics, _ = _shrink(ctx, self.id, params, drop_layers)
+        metrics["layers"] = float(model.config.num_hidden_layers)
         return StepResult(model=model, metrics=metrics, notes=[note])
