@@ -6,6 +6,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Iterable
 
+from pydantic import BaseModel
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -51,3 +53,26 @@ def did_you_mean(name: str, known: Iterable[str], n: int = 1) -> str:
 
 def unknown(kind: str, name: str, known: Iterable[str]) -> str:
     return f"unknown {kind} '{name}'{did_you_mean(name, known)}"
+
+
+def fields_at(root: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names valid at the place a pydantic error `loc` points to (for did-you-mean).
+
+    Walks nested models; a union member named in `loc` (pydantic's tag for which member it
+    tried, e.g. "CustomHardware") selects that member. Unknown steps give no suggestions."""
+    model, members = root, []
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        chosen = next((m for m in members if m.__name__ == part), None)
+        if chosen is not None:
+            model, members = chosen, []
+            continue
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        members = [a for a in (ann, *(getattr(ann, "__args__", ()) or ()))
+                   if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not members:
+            return []
+        model = members[0]
+    return list(model.model_fields)

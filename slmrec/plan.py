@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from slmrec.errors import Problem, SlmrecError, did_you_mean, unknown
+from slmrec.errors import Problem, SlmrecError, did_you_mean, fields_at, unknown
 from slmrec.kb import KB, read_yaml
 from slmrec.schema import RelationKind
 
@@ -97,26 +97,11 @@ def parse_plan(data: object, file: str = "<plan>") -> Plan:
             loc = ".".join(str(p) for p in err["loc"])
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                msg = unknown("field", str(err["loc"][-1]), _fields_at(err["loc"]))
+                msg = unknown("field", str(err["loc"][-1]), fields_at(Plan, err["loc"]))
             elif err["type"] == "missing":
                 msg = "required field is missing"
             problems.append(Problem(file, msg, "plan", loc))
         raise SlmrecError(problems) from None
-
-
-def _fields_at(loc: tuple) -> list[str]:
-    model: type[BaseModel] = Plan
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        ann = model.model_fields.get(str(part))
-        inner = getattr(ann, "annotation", None)
-        args = getattr(inner, "__args__", ()) or ()
-        nxt = next((a for a in (inner, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if nxt is None:
-            return []
-        model = nxt
-    return list(model.model_fields)
 
 
 def load_plan(path: Path | str, kb: KB | None = None) -> Plan:

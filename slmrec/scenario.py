@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from slmrec.errors import Problem, SlmrecError, did_you_mean, unknown
+from slmrec.errors import Problem, SlmrecError, did_you_mean, fields_at, unknown
 from slmrec.estimate import TOKENS_PER_UNIT, Arch
 from slmrec.kb import KB, SHIPPED_KB, read_yaml
 from slmrec.schema import ComputeScale, DataTier, Hardware, Precision, TeacherAccess
@@ -290,23 +290,6 @@ def _loc(loc: tuple) -> str:
     return out
 
 
-def _model_fields(loc: tuple) -> list[str]:
-    model: type[BaseModel] = Scenario
-    for part in loc[:-1]:
-        if isinstance(part, int) or part in ("CustomHardware",):
-            if part == "CustomHardware":
-                model = CustomHardware
-            continue
-        f = model.model_fields.get(str(part))
-        ann = getattr(f, "annotation", None)
-        nxt = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type)
-                    and issubclass(a, BaseModel)), None)
-        if nxt is None:
-            return []
-        model = nxt
-    return list(model.model_fields)
-
-
 def parse_scenario(data: object, file: str, kb: KB, name: str | None = None) -> Scenario:
     """Validate a scenario mapping completely; raise SlmrecError with every problem."""
     if isinstance(data, dict) and isinstance(data.get("name"), str) and data["name"]:
@@ -328,7 +311,7 @@ def parse_scenario(data: object, file: str, kb: KB, name: str | None = None) -> 
                 continue
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
-                valid = _model_fields(loc)
+                valid = fields_at(Scenario, loc)
                 msg = unknown("field", str(loc[-1]), valid) + (f"; valid: {', '.join(valid)}" if valid else "")
             elif err["type"] == "missing":
                 msg = "required field is missing"
