@@ -27,6 +27,7 @@ from slmrec.schema import (
     BaseModelCard,
     Capability,
     Component,
+    Goal,
     ComponentClass,
     Hardware,
     Method,
@@ -56,6 +57,7 @@ class KB:
     relations: dict[tuple[str, str, str], Relation] = field(default_factory=dict)
     hardware: dict[str, Hardware] = field(default_factory=dict)
     models: dict[str, BaseModelCard] = field(default_factory=dict)
+    goals: dict[str, Goal] = field(default_factory=dict)
     origin: dict[object, Origin] = field(default_factory=dict)
     roots: list[Path] = field(default_factory=list)
     version: str = ""
@@ -66,7 +68,8 @@ class KB:
         return getattr(self, name)
 
     def record(self, id: str) -> Record | None:
-        for name in ("methods", "components", "sources", "hardware", "models", "capabilities"):
+        for name in ("methods", "components", "sources", "hardware", "models", "capabilities",
+                     "goals"):
             rec = self.section(name).get(id)
             if rec is not None:
                 return rec
@@ -75,14 +78,15 @@ class KB:
     def kind_of(self, id: str) -> str | None:
         for name, kind in (("methods", "method"), ("components", "component"),
                            ("sources", "source"), ("hardware", "hardware"),
-                           ("models", "model"), ("capabilities", "capability")):
+                           ("models", "model"), ("capabilities", "capability"),
+                           ("goals", "goal")):
             if id in self.section(name):
                 return kind
         return None
 
     def all_ids(self) -> list[str]:
         return [i for s in ("methods", "components", "sources", "hardware", "models",
-                            "capabilities") for i in self.section(s)]
+                            "capabilities", "goals") for i in self.section(s)]
 
     def require(self, id: str, kind: str = "methods") -> Record:
         """The record, or a user error with a did-you-mean suggestion."""
@@ -90,7 +94,7 @@ class KB:
         if rec is None:
             noun = {"methods": "method", "components": "component", "sources": "source",
                     "hardware": "hardware profile", "models": "base model",
-                    "capabilities": "capability"}[kind]
+                    "capabilities": "capability", "goals": "goal"}[kind]
             raise SlmrecError.one("kb", unknown(noun, id, self.section(kind)))
         return rec
 
@@ -318,10 +322,12 @@ def check_references(kb: KB) -> list[Problem]:
             ref(m.id, label, "pathway", m.pathway, {p.id: p for p in comp.pathways},
                 f"pathway of '{comp.id}'")
         cite(m.id, label, "sources", m.sources)
-        for fld in ("hardware_to_run", "hardware_to_benefit"):
+        for i, g in enumerate(m.serves):
+            ref(m.id, label, f"serves[{i}]", g, kb.goals, "goal")
+        for fld in ("hardware_to_run", "hardware_to_run_any", "hardware_to_benefit"):
             for i, cap in enumerate(getattr(m.requires, fld)):
                 ref(m.id, label, f"requires.{fld}[{i}]", cap, kb.capabilities, "capability")
-        for kind in ("quality", "recovery", "speedup"):
+        for kind in ("quality", "recovery", "speedup", "task_gain"):
             for i, ev in enumerate(getattr(m.effects, kind)):
                 ref(m.id, label, f"effects.{kind}[{i}].source", ev.source, kb.sources, "source")
                 for k in ev.when:
@@ -348,6 +354,8 @@ def check_references(kb: KB) -> list[Problem]:
                 "capability")
     for b in kb.models.values():
         cite(b.id, f"model '{b.id}'", "sources", b.sources)
+    for g in kb.goals.values():
+        cite(g.id, f"goal '{g.id}'", "sources", g.sources)
     if not problems:
         problems += _check_orderings(kb)
     return problems
@@ -399,7 +407,7 @@ def iter_citations(kb: KB) -> Iterator[tuple[str, str, str]]:
     for m in kb.methods.values():
         for s in m.sources:
             yield s, f"method:{m.id}", "sources"
-        for kind in ("quality", "recovery", "speedup"):
+        for kind in ("quality", "recovery", "speedup", "task_gain"):
             for ev in getattr(m.effects, kind):
                 yield ev.source, f"method:{m.id}", f"effects.{kind}"
     for r in kb.relations.values():
@@ -411,6 +419,9 @@ def iter_citations(kb: KB) -> Iterator[tuple[str, str, str]]:
     for b in kb.models.values():
         for s in b.sources:
             yield s, f"model:{b.id}", "sources"
+    for g in kb.goals.values():
+        for s in g.sources:
+            yield s, f"goal:{g.id}", "sources"
 
 
 def kb_json(kb: KB) -> str:

@@ -86,6 +86,7 @@ class EvidenceBasis(str, Enum):
     documentation = "documentation"
     measured = "measured"          # slmrec's own measurement
     unpublished = "unpublished"    # nothing published: no number is given
+    not_transferable = "not-transferable"  # published, but for a setting that does not carry over
 
 
 class Precision(str, Enum):
@@ -230,6 +231,8 @@ class Requirements(Record):
     training: bool = False
     compute: ComputeScale = ComputeScale.none
     hardware_to_run: list[Id] = Field(default_factory=list, description="capability ids")
+    hardware_to_run_any: list[Id] = Field(
+        default_factory=list, description="capability ids of which at least one is needed")
     hardware_to_benefit: list[Id] = Field(default_factory=list, description="capability ids")
     note: str | None = None
 
@@ -249,15 +252,25 @@ class Evidence(Record):
     when: dict[str, float | int | str | bool] = Field(
         default_factory=dict, description="step parameters this figure applies to"
     )
+    baseline: str | None = Field(
+        default=None, description="what the figure is relative to, e.g. 'fp16 base model', "
+                                  "'full fine-tuning'")
+    model_params: float | None = Field(
+        default=None, gt=0, description="parameters of the model the figure was measured on")
+    scope: Literal["decode", "prefill", "throughput", "ttft", "training", "end-to-end"] | None = \
+        Field(default=None, description="what a speed figure times")
+    data: Amount | None = Field(
+        default=None, description="how much data the figure's setting used (task gains scale "
+                                  "with it)")
     note: str | None = None
 
     @model_validator(mode="after")
     def _range(self) -> "Evidence":
-        if self.basis is EvidenceBasis.unpublished:
+        if self.basis in (EvidenceBasis.unpublished, EvidenceBasis.not_transferable):
             if self.low is not None or self.high is not None:
-                raise ValueError("an unpublished effect carries no number")
+                raise ValueError(f"a {self.basis.value} effect carries no number")
             if not self.note:
-                raise ValueError("an unpublished effect needs a note saying what is known")
+                raise ValueError(f"a {self.basis.value} effect needs a note saying what is known")
             return self
         if self.low is None or self.high is None:
             raise ValueError("low and high are required unless basis is 'unpublished'")
@@ -305,6 +318,9 @@ class StepCost(Record):
     optimizer: Literal["none", "full", "adapter"] = "none"
     trainable_fraction: Value | None = None
     teacher_resident: bool = False
+    resident_frozen_models: int = Field(
+        default=0, ge=0, description="frozen copies held besides the trained model (a DPO "
+                                     "reference, an RLHF reward and critic)")
     hessian: bool = Field(default=False, description="per-layer hidden x hidden fp32 Hessian")
     weight_bits_during: Value | None = Field(
         default=None, description="bits the frozen base is held at while the step runs"
@@ -322,6 +338,10 @@ class Effects(Record):
     speedup: list[Evidence] = Field(
         default_factory=list, description="decode speed-up factor not explained by the transform"
     )
+    task_gain: list[Evidence] = Field(
+        default_factory=list, description="relative improvement in % on the scenario's task "
+                                          "objective (kept apart from general-text quality)"
+    )
 
 
 class Method(Record):
@@ -336,6 +356,7 @@ class Method(Record):
     effects: Effects = Field(default_factory=Effects)
     cost: StepCost = Field(default_factory=StepCost)
     params: dict[str, ParamSpec] = Field(default_factory=dict)
+    serves: list[Id] = Field(default_factory=list, description="goal ids this method serves")
     runner: str | None = Field(default=None, description="runner id that executes this method")
     plannable: bool = Field(
         default=True, description="false for methods that are knowledge only, not plan steps"
@@ -415,6 +436,14 @@ class BaseModelCard(Record):
     vocab: int = Field(gt=0)
     context: int = Field(gt=0)
     tied_embeddings: bool
+    mlp: Literal["gated", "plain"] = Field(
+        default="gated", description="gated MLPs (SwiGLU/GeGLU) hold three matrices, plain two")
+    sliding_window: int | None = Field(default=None, gt=0, description="local attention window")
+    global_every: int | None = Field(
+        default=None, gt=0, description="one global-attention layer every N layers; the others "
+                                        "use sliding_window")
+    active_params: float | None = Field(
+        default=None, gt=0, description="parameters used per token (mixture of experts)")
     tokenizer: Id = Field(description="tokenizer family; equal ids share a vocabulary")
     license: str
     released: int | None = None
@@ -432,8 +461,18 @@ class BaseModelCard(Record):
         return self.head_dim or self.hidden // self.heads
 
 
+class Goal(Record):
+    """What a lifecycle must achieve for a scenario; methods say which goals they serve."""
+
+    id: Id
+    name: str
+    summary: str = Field(min_length=1)
+    sources: list[Id] = Field(min_length=1)
+
+
 # Top-level keys a KB file may hold, and the record type of each.
 SECTIONS: dict[str, type[Record]] = {
+    "goals": Goal,
     "sources": Source,
     "components": Component,
     "capabilities": Capability,
