@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slmrec.errors import Problem, SlmrecError, did_you_mean, fields_at, unknown
 from slmrec.kb import KB, read_yaml
-from slmrec.schema import RelationKind
 
 PLAN_FORMAT = 1
 
@@ -135,7 +134,6 @@ def validate_plan(plan: Plan, kb: KB, file: str = "<plan>") -> list[Problem]:
             plan.hardware == "custom" and isinstance((plan.scenario or {}).get("hardware"), dict)):
         problems.append(Problem(file, unknown("hardware profile", plan.hardware, kb.hardware),
                                 "plan", "hardware"))
-    known = [s.method for s in steps if s.method in kb.methods]
     for i, step in enumerate(steps):
         label, where = f"step {i + 1} ({step.method})", f"steps[{i}]"
         m = kb.methods.get(step.method)
@@ -159,11 +157,6 @@ def validate_plan(plan: Plan, kb: KB, file: str = "<plan>") -> list[Problem]:
                 problems.append(Problem(file, f"bad value {value!r}: {why}", label,
                                         f"{where}.params.{name}"))
     problems += _order_problems(plan, kb, file)
-    for i, step in enumerate(steps):
-        for req in kb.relation_index[RelationKind.requires.value].get(step.method, ()):
-            if not _satisfied(req, known, kb):
-                problems.append(Problem(file, f"requires '{req}' in the plan, which is missing",
-                                        f"step {i + 1} ({step.method})", f"steps[{i}].method"))
     problems += _quantized_then_structural(plan, kb, file)
     problems += _requirement_problems(plan, kb, file)
     return problems
@@ -180,6 +173,9 @@ def _step_option(step: Step, kb: KB):
 
 def _quantized_then_structural(plan: Plan, kb: KB, file: str) -> list[Problem]:
     """Integer-quantized weights are packed: a later step may not prune them or train them all."""
+    from slmrec.recommend.rules import rules_for  # noqa: PLC0415 (the recommender imports plan)
+
+    rules = rules_for(kb)
     problems = []
     quantized_by = None
     for i, step in enumerate(plan.steps):
@@ -189,7 +185,8 @@ def _quantized_then_structural(plan: Plan, kb: KB, file: str) -> list[Problem]:
             o = _step_option(step, kb)
         except Exception:  # a bad parameter is reported elsewhere
             continue
-        if quantized_by and (o.edits_structure or o.trains_all) and not o.int_quant:
+        if quantized_by and (o.edits_structure or o.trains_all) and not o.int_quant \
+                and quantized_by not in rules.exempt(step.method):
             what = "edits the structure of" if o.edits_structure else "trains every weight of"
             problems.append(Problem(file, f"{what} a model whose weights '{quantized_by}' already "
                                           "quantized to integers; put it before the quantization",
@@ -252,24 +249,11 @@ def _is_bundled(name: str) -> bool:
     return name in BUNDLED_MODELS
 
 
-def _satisfied(req: str, chain: list[str], kb: KB) -> bool:
-    if req in kb.components:
-        return any(kb.methods[m].component == req for m in chain)
-    return req in chain
-
-
 def _order_problems(plan: Plan, kb: KB, file: str) -> list[Problem]:
-    problems = []
-    precedes = kb.relation_index[RelationKind.precedes.value]
-    conflicts = kb.relation_index[RelationKind.conflicts.value]
+    """Order, conflicts, requirements and slots: the recommender's own rule checker."""
+    from slmrec.recommend.rules import rules_for  # noqa: PLC0415 (the recommender imports plan)
+
     ids = [s.method for s in plan.steps]
-    for i, a in enumerate(ids):
-        for j in range(i + 1, len(ids)):
-            b = ids[j]
-            if a in precedes.get(b, ()):
-                problems.append(Problem(file, f"'{b}' must come before '{a}' (declared order)",
-                                        f"step {j + 1} ({b})", f"steps[{j}]"))
-            if b in conflicts.get(a, ()):
-                problems.append(Problem(file, f"'{a}' and '{b}' conflict and cannot share a plan",
-                                        f"step {j + 1} ({b})", f"steps[{j}]"))
-    return problems
+    return [Problem(file, v.text, f"step {v.at + 1} ({ids[v.at]})",
+                    f"steps[{v.at}]" + (".method" if v.kind == "requires" else ""))
+            for v in rules_for(kb).check(ids)]

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from slmrec.plan import validate_plan
 from slmrec.recommend import recommend
-from slmrec.recommend_search import Search, exhaustive
-from slmrec.recommend_space import build_space, kb_index
+from slmrec.recommend.search import Search, exhaustive
+from slmrec.recommend.space import build_space, kb_index
 from slmrec.scenario import parse_scenario
 from tests.recommend.test_recommend import option_of
 

@@ -24,6 +24,7 @@ import networkx as nx
 from slmrec.estimate import (TOKENS_PER_UNIT, Arch, Estimator, ModelState, Option, Workload,
                              compile_option, param_grid)
 from slmrec.kb import KB
+from slmrec.recommend.rules import rules_for
 from slmrec.schema import ComponentClass, Relation, RelationKind
 from slmrec.scenario import ACCESS_RANK, COMPUTE_RANK, Scenario
 
@@ -54,29 +55,9 @@ class KBIndex:
     # ---- order ----------------------------------------------------------------------------
 
     def must_precede(self, a: str, b: str) -> bool:
-        """True when the KB declares (directly or transitively) that `a` comes before `b`.
-
-        The canonical rank is a linear extension of `precedes`, so a path a -> b only passes
-        through nodes ranked between them: the search stays local and is memoised."""
-        key = (a, b)
-        got = self._reach.get(key)
-        if got is not None:
-            return got
-        rank = self.node_rank
-        ra, rb = rank.get(a), rank.get(b)
-        got = False
-        if ra is not None and rb is not None and ra < rb:
-            seen, stack = {a}, [a]
-            while stack and not got:
-                for v in self.graph.successors(stack.pop()):
-                    if v == b:
-                        got = True
-                        break
-                    if v not in seen and rank.get(v, -1) < rb:
-                        seen.add(v)
-                        stack.append(v)
-        self._reach[key] = got
-        return got
+        """True when the KB declares (directly or transitively) that `a` comes before `b`
+        (the one rule checker, `slmrec.recommend.rules`)."""
+        return rules_for(self.kb).must_precede(a, b)
 
     def precedes_relation(self, a: str, b: str) -> Relation | None:
         kb = self.kb
@@ -90,18 +71,8 @@ class KBIndex:
     # ---- conflicts and requirements -------------------------------------------------------
 
     def conflict(self, a: str, b: str) -> Relation | None:
-        kb = self.kb
-        ca = kb.methods[a].component if a in kb.methods else a
-        cb = kb.methods[b].component if b in kb.methods else b
-        for x in (a, ca):
-            for y in (b, cb):
-                if x == y:
-                    continue
-                lo, hi = sorted((x, y))
-                r = kb.relations.get((lo, RelationKind.conflicts.value, hi))
-                if r is not None:
-                    return r
-        return None
+        rules = rules_for(self.kb)
+        return rules.conflict_relation(a, b) if b in rules.conflicts(a) else None
 
     def has_conflicts(self, m: str) -> bool:
         idx = self.kb.relation_index.get(RelationKind.conflicts.value, {})

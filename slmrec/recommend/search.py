@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 
 from slmrec.estimate import ModelState, Option
-from slmrec.recommend_space import Space
+from slmrec.recommend.rules import rules_for
+from slmrec.recommend.space import Space
 
 FIELD_ORDER = ("weight_bits", "params_fraction_removed", "mlp_fraction_removed", "layers_fraction_removed",
                "heads_fraction_removed", "sparsity", "kv_heads", "rank_fraction", "vocab_size",
@@ -105,6 +106,7 @@ class Search:
         self._sim_memo: dict[tuple, tuple] = {}
         self._prefix_memo: dict[tuple, tuple] = {}
         self._orders_memo: dict[frozenset, list] = {}
+        self.rules = rules_for(space.kb)
         self.has_requires = any(o.method in space.idx.requires for o in space.options)
         self._build_levels()
         self.reset()
@@ -444,11 +446,10 @@ class Search:
             return False
         if o.recovery is not None and n_rec >= MAX_RECOVERY:
             return False
-        idx = self.sp.idx
-        if chosen and idx.has_conflicts(o.method):
-            for c in chosen:
-                if idx.conflict(o.method, c.method) is not None:
-                    return False
+        if chosen:
+            clash = self.rules.conflicts(o.method)
+            if clash and any(c.method in clash for c in chosen):
+                return False
         return True
 
     def _q_bound(self, loss: tuple, rec: tuple, n_rec: int, i: int,
@@ -654,31 +655,21 @@ class Search:
         return new if self._declared_ok(new) else None
 
     def _declared_ok(self, order: list[Option]) -> bool:
-        idx = self.sp.idx
-        names = [o.method for o in order]
-        for j in range(len(names)):
-            for i in range(j):
-                if idx.must_precede(names[j], names[i]):
-                    return False
-        return True
+        return self.rules.ok([o.method for o in order])
 
     def _valid(self, order: list[Option]) -> bool:
         idx = self.sp.idx
         quantized = False
+        seen: set[str] = set()
         for j, o in enumerate(order):
             if o.from_scratch and not any(x.method in idx.pretrain_scale for x in order[j + 1:]):
                 return False
-            if quantized and (o.edits_structure or o.trains_all) and not o.int_quant:
+            if quantized and (o.edits_structure or o.trains_all) and not o.int_quant \
+                    and not (self.rules.exempt(o.method) & seen):
                 return False
+            seen.add(o.method)
             quantized = quantized or o.int_quant
-            if o.method in idx.floating:
-                for x in order[:j]:
-                    if idx.must_precede(o.method, x.method):
-                        return False
-                for x in order[j + 1:]:
-                    if idx.must_precede(x.method, o.method):
-                        return False
-        return True
+        return self.rules.ok([o.method for o in order])
 
     def simulate(self, order: tuple[Option, ...]) -> tuple[dict[str, float], tuple, list]:
         """Metrics, quality (value, low, high) and per-step (state, cost) of one ordered chain;

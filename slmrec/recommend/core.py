@@ -27,8 +27,8 @@ from typing import Any
 from slmrec.estimate import Option
 from slmrec.kb import KB, load_kb
 from slmrec.plan import Counterfactual, Plan, Prediction, Rejection, Step
-from slmrec.recommend_search import Board, Candidate, Search
-from slmrec.recommend_space import KBIndex, Space, _free, build_space, kb_index, opens_up
+from slmrec.recommend.search import Board, Candidate, Search
+from slmrec.recommend.space import KBIndex, Space, _free, build_space, kb_index, opens_up
 from slmrec.scenario import (CHOOSE, COMPUTE_RANK, DATA_UNITS, DEFAULT_AMOUNTS, Scenario,
                              load_scenario, to_dict)
 from slmrec.schema import ComputeScale, TeacherAccess
