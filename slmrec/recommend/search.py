@@ -659,16 +659,15 @@ class Search:
 
     def _valid(self, order: list[Option]) -> bool:
         idx = self.sp.idx
-        quantized = False
-        seen: set[str] = set()
+        quantized: str | None = None   # the first integer quantization so far
         for j, o in enumerate(order):
             if o.from_scratch and not any(x.method in idx.pretrain_scale for x in order[j + 1:]):
                 return False
             if quantized and (o.edits_structure or o.trains_all) and not o.int_quant \
-                    and not (self.rules.exempt(o.method) & seen):
+                    and quantized not in self.rules.exempt(o.method):
                 return False
-            seen.add(o.method)
-            quantized = quantized or o.int_quant
+            if o.int_quant and quantized is None:
+                quantized = o.method
         return self.rules.ok([o.method for o in order])
 
     def simulate(self, order: tuple[Option, ...]) -> tuple[dict[str, float], tuple, list]:
