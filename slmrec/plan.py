@@ -67,6 +67,8 @@ class Plan(_Rec):
     rejected: list[Rejection] = Field(default_factory=list)
     counterfactuals: list[Counterfactual] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    goals: dict[str, str] = Field(default_factory=dict, description="goal id -> the step that "
+                                  "serves it, or why it is not covered")
     kb_version: str | None = None
     score: float | None = Field(default=None, description="recommender score (lower is better)")
     feasible: bool = Field(default=True, description="meets every constraint of its scenario")

@@ -152,6 +152,10 @@ class Scenario(_Rec):
     teacher: Teacher = Field(default_factory=Teacher)
     compute: Compute = Field(default_factory=Compute)
     preferences: Preferences = Field(default_factory=Preferences)
+    goals: list[str] = Field(default_factory=list, description="goals the lifecycle must reach "
+                             "besides those the scenario implies (ids in kb/goals.yaml)")
+    update_every_days: float | None = Field(default=None, gt=0, description="how often the "
+                                            "model must be refreshed (implies keep-current)")
 
     @field_validator("data", mode="before")
     @classmethod
@@ -371,6 +375,11 @@ def check_scenario(raw: dict, kb: KB, file: str, label: str = "scenario") -> lis
             if isinstance(m, str) and m not in kb.methods:
                 problems.append(Problem(file, unknown("method", m, kb.methods), label,
                                         f"preferences.{fld}[{i}]"))
+    goals = raw.get("goals")
+    for i, g in enumerate(goals if isinstance(goals, list) else []):
+        if isinstance(g, str) and kb.goals and g not in kb.goals:
+            problems.append(Problem(file, unknown("goal", g, kb.goals)
+                                    + f"; valid: {', '.join(kb.goals)}", label, f"goals[{i}]"))
     both = {m for m in (prefs.get("include") or []) if isinstance(m, str)} & \
         {m for m in (prefs.get("exclude") or []) if isinstance(m, str)}
     for m in sorted(both):

@@ -27,12 +27,16 @@ from typing import Any
 from slmrec.estimate import Option
 from slmrec.kb import KB, load_kb
 from slmrec.plan import Counterfactual, Plan, Prediction, Rejection, Step
+from slmrec.recommend.explain_goals import goal_rejections, life_gain, plan_goals
+from slmrec.recommend.goals import implied_goals
+from slmrec.recommend.lifecycle import Lifecycle, compose
 from slmrec.recommend.search import Board, Candidate, Search
 from slmrec.recommend.space import KBIndex, Space, _free, build_space, kb_index, opens_up
 from slmrec.scenario import (CHOOSE, COMPUTE_RANK, DATA_UNITS, DEFAULT_AMOUNTS, Scenario,
                              load_scenario, to_dict)
 from slmrec.schema import ComputeScale, TeacherAccess
 
+EXTRA_CORES = 2            # fit-the-target chains kept beyond top_k for the lifecycle stage
 SCALING_EXPONENT = 0.076   # loss ~ N^-0.076 (Kaplan et al. 2020): compares base models in 'choose'
 LIMIT_LABELS = {"memory_mb": ("inference memory", "MB"), "size_mb": ("size on disk", "MB"),
                 "decode_ms_per_token": ("decode latency", "ms/token"),
@@ -105,7 +109,8 @@ def _recommend(scenario: Scenario | str | Path, kb: KB | None, top_k: int, calib
     kb = kb or load_kb()
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario, kb)
     idx = kb_index(kb)
-    runs, board = _searches(idx, sc, top_k, calibration, pareto)
+    needs = implied_goals(sc, kb)
+    runs, board = _searches(idx, sc, top_k + EXTRA_CORES, calibration, pareto)
     by_model = {r.sp.model: r for r in runs}
     cands = [(c, by_model[c.model]) for c in board.top]
     feasible = bool(cands)
@@ -115,9 +120,11 @@ def _recommend(scenario: Scenario | str | Path, kb: KB | None, top_k: int, calib
         if cands:
             binding = [_violation_text(k, v, lim) for k, (v, lim) in cands[0][0].violations.items()]
         binding += _static_binding(runs)
-    best_run = cands[0][1] if cands else runs[0]
-    plans = [_plan(c, r, sc, kb, rank=i + 1, explain=explain and i == 0)
-             for i, (c, r) in enumerate(cands[:top_k])]
+    lives = _lifecycles(cands, needs)
+    cands = cands[:top_k]
+    best_run = lives[0][1] if lives else runs[0]
+    plans = [_plan(life.cand, r, sc, kb, rank=i + 1, explain=explain and i == 0, life=life)
+             for i, (life, r) in enumerate(lives[:top_k])]
     rec = Recommendation(sc, kb.version, plans, feasible, binding)
     rec.stats = {
         "models": [r.sp.model for r in runs],
@@ -131,7 +138,10 @@ def _recommend(scenario: Scenario | str | Path, kb: KB | None, top_k: int, calib
     if pareto and feasible:
         rec.pareto = _pareto(runs)
     if explain:
-        rec.rejected = _rejections(best_run, cands[0][0] if cands else None, plans)
+        top_life = lives[0][0] if lives else None
+        rec.rejected = _rejections(best_run, top_life.cand if top_life else None, plans)
+        if top_life is not None:
+            rec.rejected = goal_rejections(rec.rejected, top_life, kb)
     if counterfactuals and (cands or runs):
         rec.counterfactuals = _counterfactuals(idx, sc, runs, cands, calibration, feasible)
     if plans:
@@ -143,6 +153,22 @@ def _recommend(scenario: Scenario | str | Path, kb: KB | None, top_k: int, calib
                                 "Binding: " + "; ".join(binding))
     rec.stats["seconds"] = round(time.perf_counter() - t0, 4)
     return rec
+
+
+def _lifecycles(cands: list[tuple[Candidate, Search]],
+                needs: list) -> list[tuple[Lifecycle, Search]]:
+    """Each fit-the-target chain completed with the stages its goals call for, best first
+    (complete plans before plans that leave a goal uncovered)."""
+    out, seen = [], set()
+    for c, r in cands:
+        life = compose(r, c, needs)
+        key = (c.model, life.cand.key)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append((life, r))
+    out.sort(key=lambda t: (not t[0].cand.feasible, t[0].score, len(t[0].cand.options)))
+    return out
 
 
 def _spaces(idx: KBIndex, sc: Scenario, calibration: Any) -> list[Space]:
@@ -234,10 +260,15 @@ def _identity(sp: Space) -> Option | None:
     return best[1] if best else None
 
 
-def _plan(c: Candidate, run: Search, sc: Scenario, kb: KB, *, rank: int, explain: bool) -> Plan:
+def _plan(c: Candidate, run: Search, sc: Scenario, kb: KB, *, rank: int, explain: bool,
+          life: Lifecycle | None = None) -> Plan:
     sp = run.sp
     pred = sp.est.predict_chain(list(c.options))
     whys = _step_whys(c, run) if explain else [[] for _ in c.options]
+    if life is not None:
+        whys = [life.whys.get(o.method, []) + [w for w in why if not w.startswith(
+            ("no measurable effect", "the rest of the plan depends"))] if o.method in life.whys
+            else why for o, why in zip(c.options, whys)]
     steps_pred = pred.steps
     final = pred.final
     if not c.options:
@@ -273,10 +304,20 @@ def _plan(c: Candidate, run: Search, sc: Scenario, kb: KB, *, rank: int, explain
             notes.append(f"{o.method}: {sp.est.hw.name} lacks "
                          f"{', '.join(x for x in m.requires.hardware_to_benefit if x not in sp.est.caps)}"
                          " - it saves memory but brings no speed-up there")
+    goals: dict[str, str] = {}
+    if life is not None:
+        final = dict(final)
+        gain = life_gain(life)
+        if gain is not None:
+            final["task_gain_pct"] = gain
+        goals = plan_goals(life, [o.method for o in c.options], kb, c.feasible)
+        notes += [f"goal not covered: {why}" for why in life.missing.values()]
     return Plan(name=f"{sc.name or 'scenario'}#{rank}", scenario=to_dict(sc), base_model=sp.model,
+                goals=goals,
                 hardware=hw, teacher=sc.teacher.model if sp.access != "none" else None,
                 steps=steps, predicted=final, notes=notes, kb_version=kb.version,
-                score=round(c.score, 6), feasible=c.feasible,
+                score=round(life.score if life is not None else c.score, 6),
+                feasible=c.feasible,
                 violations=[_violation_text(k, v, lim) for k, (v, lim) in c.violations.items()])
 
 

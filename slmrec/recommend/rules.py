@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-import networkx as nx
+import networkx as nx  # noqa: F401 (the graph type)
 
 from slmrec.kb import KB
 from slmrec.schema import Relation, RelationKind
@@ -51,6 +51,8 @@ class Rules:
         self.members = members
         g = nx.DiGraph()
         g.add_nodes_from(kb.methods)
+        for c in kb.components:
+            g.add_edge(("in", c), ("out", c))   # stage order passes through a stage
         for c, ms in members.items():
             for mid in ms:
                 g.add_edge(("in", c), mid)
@@ -79,19 +81,33 @@ class Rules:
         """Methods declared (transitively) to come after `mid`."""
         got = self._after.get(mid)
         if got is None:
-            if mid in self._g:
-                got = frozenset(n for n in nx.descendants(self._g, mid)
-                                if isinstance(n, str) and n != mid)
-            else:
-                got = frozenset()
-            self._after[mid] = got
+            got = self._after[mid] = self._reach(mid, self._g.successors)
         return got
 
     def before(self, mid: str) -> list[str]:
         """Methods declared (transitively) to come before `mid`."""
+        return sorted(self._reach(mid, self._g.predecessors))
+
+    def _reach(self, mid: str, step) -> frozenset[str]:
+        """Methods reachable from `mid` through stage nodes only: the order is transitive
+        through the stages (a method before a stage before a later stage), never through
+        another method, whose own relations bind only when it is in the chain."""
         if mid not in self._g:
-            return []
-        return sorted(n for n in nx.ancestors(self._g, mid) if isinstance(n, str) and n != mid)
+            return frozenset()
+        out: set[str] = set()
+        seen: set = {mid}
+        stack = [mid]
+        while stack:
+            for v in step(stack.pop()):
+                if v in seen:
+                    continue
+                seen.add(v)
+                if isinstance(v, str):
+                    out.add(v)
+                else:
+                    stack.append(v)
+        out.discard(mid)
+        return frozenset(out)
 
     def exempt(self, mid: str) -> frozenset[str]:
         """Weight-changing methods `mid` may follow although the order says otherwise: the ones

@@ -1,0 +1,169 @@
+"""From a chain that fits the target to a whole lifecycle: the stages the goals call for.
+
+The branch and bound (`search.py`) finds the chains that meet the budgets and the tolerance.
+For each of them, every implied goal the chain leaves uncovered is given the step that serves
+it best (KB `serves`): adaptation, specialisation and alignment steps are valued by their
+expected task gain for the data the user holds (`value.py`); evaluation and deployment steps
+(the bookends every plan ends with) by how well they fit the scenario (the data held for the
+objective, the runtime the chain's formats co-adapt with, a runner that executes them). Each
+added step is placed by the rule checker (`rules.py`) and the whole chain is re-simulated, so a
+training step is checked against the memory of the device it runs on. A goal no allowed step
+can serve stays uncovered: the plan ranks below complete ones and says which goal and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from slmrec.estimate import Option
+from slmrec.recommend.goals import BOOKENDS, SEARCH_GOALS, GoalNeed, covered, goal_name
+from slmrec.recommend.search import STEP_PENALTY, Candidate, Search
+from slmrec.recommend.value import Gain, task_gain
+
+MISSING_GOAL_PENALTY = 1.0   # an uncovered goal ranks a plan below every complete one
+GAIN_WEIGHT = 0.02           # score per % of risk-adjusted task gain (pessimistic-leaning mid)
+MAX_PER_GOAL = 8             # methods tried per goal
+_TIER_RANK = {"none": 0, "calibration": 1, "unlabeled": 2, "teacher-text": 2,
+              "teacher-logits": 2, "labeled": 3, "preference": 3}
+
+
+@dataclass
+class Lifecycle:
+    cand: Candidate
+    score: float
+    gains: dict[str, Gain] = field(default_factory=dict)          # method -> expected gain
+    whys: dict[str, list[str]] = field(default_factory=dict)      # method -> why (stage steps)
+    missing: dict[str, str] = field(default_factory=dict)         # goal -> why uncovered
+    tried: dict[str, str] = field(default_factory=dict)           # method -> why not chosen
+    goals: list[GoalNeed] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+def _risk(g: Gain | None) -> float:
+    """Risk-aware value of a gain: the pessimistic half of the range, and for a low-confidence
+    prior little more than its low end."""
+    if g is None:
+        return 0.0
+    if g.confidence == "low":
+        return g.low + 0.25 * (g.value - g.low)
+    return (g.value + g.low) / 2
+
+
+def _stage_options(run: Search, goal: str, chain: tuple[Option, ...]) -> list[Option]:
+    sp = run.sp
+    kb = sp.kb
+    have = {o.method for o in chain}
+    by_method: dict[str, Option] = {}
+    pool = list(sp.options)
+    for mid, why in sp.rejected.items():   # effect-free twins the space folded away
+        if why.kind == "dominated":
+            pool += [o for o in sp.idx.options.get(mid, ()) if o.quality is not None]
+    for o in pool:
+        m = kb.methods[o.method]
+        if goal in m.serves and o.method not in have and o.method not in by_method:
+            by_method[o.method] = o
+    return list(by_method.values())
+
+
+def _fit(run: Search, o: Option, chain: tuple[Option, ...], held: dict[str, float]) -> float:
+    """How well a bookend fits: the most specific data it can use, co-adaptation with a step
+    of the chain, a runner that executes it, what the target needs to run it."""
+    sp = run.sp
+    kb = sp.kb
+    m = kb.methods[o.method]
+    score = _TIER_RANK.get(m.requires.data.value, 0)
+    rel = kb.relation_index.get("co-adapts", {})
+    names = {x.method for x in chain}
+    if rel.get(o.method, set()) & names:
+        score += 2
+    if m.runner is not None:
+        score += 1
+    if m.requires.hardware_to_run or m.requires.hardware_to_run_any:
+        score += 3          # made for this kind of target (its capabilities were checked)
+    caps = set(sp.est.hw.capabilities)
+    if caps & set(m.requires.hardware_to_benefit):
+        score += 1
+    return score
+
+
+def compose(run: Search, cand: Candidate, needs: list[GoalNeed]) -> Lifecycle:
+    sp = run.sp
+    kb = sp.kb
+    held = sp.sc.data.tokens()
+    chain = tuple(cand.options)
+    life = Lifecycle(cand, cand.score, goals=needs)
+    base_viol = set(cand.violations)
+    for need in needs:
+        g = need.goal
+        if g in SEARCH_GOALS:
+            continue
+        if g in covered([o.method for o in chain], kb, True):
+            continue
+        best = None
+        opts = _stage_options(run, g, chain)
+        ranked = []
+        for o in opts:
+            gain = None if g in BOOKENDS else task_gain(kb, kb.methods[o.method], o.params, held)
+            ranked.append(((_risk(gain), _fit(run, o, chain, held) if g in BOOKENDS else 0), o, gain))
+        ranked.sort(key=lambda t: (-t[0][0], -t[0][1], sp.idx.rank.get(t[1].method, 0)))
+        for (_, _), o, gain in ranked[:MAX_PER_GOAL]:
+            full = run.complete(chain + (o,))
+            if full is None:
+                life.tried[o.method] = ("its `requires` relations name steps that cannot be "
+                                        "planned here")
+                continue
+            orders = run._orders(full)
+            if not orders:
+                life.tried[o.method] = "cannot be ordered with the plan's steps (rule checker)"
+                continue
+            c2 = min((run.evaluate(order) for order in orders), key=lambda c: c.score)
+            new = set(c2.violations) - base_viol
+            if new:
+                k = sorted(new)[0]
+                v, lim = c2.violations[k]
+                life.tried[o.method] = (f"with it the {k.replace('_', ' ')} is {v:,.0f} > "
+                                        f"{lim:,.0f} on {_device(run, k)}")
+                continue
+            key = (_risk(gain), _fit(run, o, chain, held) if g in BOOKENDS else 0)
+            if best is None:
+                best = (key, o, gain, c2)
+            else:
+                life.tried[o.method] = f"serves {goal_name(kb, g)} less well than {best[1].method}" \
+                    + (f" ({gain.text()})" if gain else "")
+        if best is None:
+            reasons = [f"{mid}: {why}" for mid, why in life.tried.items()
+                       if mid in {o.method for o in opts}]
+            rej = [f"{mid}: {why.reason}" for mid, why in sp.rejected.items()
+                   if g in kb.methods[mid].serves and why.kind in ("requirement", "constraint")]
+            life.missing[g] = (f"{goal_name(kb, g)} ({need.why}) is not covered: "
+                               + ("; ".join((reasons + rej)[:3]) or "no method in the KB serves it"))
+            continue
+        _, o, gain, c2 = best
+        chain = tuple(c2.options)
+        life.cand = c2
+        why = [f"serves {goal_name(kb, g)}: " + (need.why if g in BOOKENDS
+                                                  else f"the scenario holds {need.why}")]
+        if gain is not None:
+            life.gains[o.method] = gain
+            why.append(gain.text() + f" ({', '.join(gain.sources)})")
+        if o.method in life.tried:
+            del life.tried[o.method]
+        life.whys[o.method] = why
+    total_gain = sum(_risk(x) for x in life.gains.values())
+    bookends = sum(1 for o in life.cand.options
+                   if set(kb.methods[o.method].serves) & set(BOOKENDS))
+    life.score = (life.cand.score - GAIN_WEIGHT * total_gain - STEP_PENALTY * bookends
+                  + MISSING_GOAL_PENALTY * len(life.missing))
+    return life
+
+
+def _device(run: Search, limit: str) -> str:
+    sc = run.sp.sc
+    kb = run.sp.kb
+    if limit.startswith("step_"):
+        hw = sc.compute_target(kb)
+        return f"{hw.name} (where the steps run)"
+    return f"{sc.target(kb).name} (the target)"
