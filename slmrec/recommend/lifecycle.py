@@ -68,25 +68,22 @@ def _stage_options(run: Search, goal: str, chain: tuple[Option, ...]) -> list[Op
     return list(by_method.values())
 
 
-def _fit(run: Search, o: Option, chain: tuple[Option, ...], held: dict[str, float]) -> float:
-    """How well a bookend fits: the most specific data it can use, co-adaptation with a step
-    of the chain, a runner that executes it, what the target needs to run it."""
+def _fit(run: Search, o: Option, chain: tuple[Option, ...], held: dict[str, float]) -> tuple:
+    """How well a bookend fits the scenario, best first: the most specific data it can use, the
+    target capabilities it benefits from (present minus missing), a runtime made for this kind
+    of target, co-adaptation with a step of the chain, a runner that executes it."""
     sp = run.sp
     kb = sp.kb
     m = kb.methods[o.method]
-    score = _TIER_RANK.get(m.requires.data.value, 0)
-    rel = kb.relation_index.get("co-adapts", {})
-    names = {x.method for x in chain}
-    if rel.get(o.method, set()) & names:
-        score += 2
-    if m.runner is not None:
-        score += 1
-    if m.requires.hardware_to_run or m.requires.hardware_to_run_any:
-        score += 3          # made for this kind of target (its capabilities were checked)
     caps = set(sp.est.hw.capabilities)
-    if caps & set(m.requires.hardware_to_benefit):
-        score += 1
-    return score
+    benefit = set(m.requires.hardware_to_benefit)
+    present, missing = len(benefit & caps), len(benefit - caps)
+    score = _TIER_RANK.get(m.requires.data.value, 0) * 3 + 2 * present - missing
+    if m.requires.hardware_to_run or m.requires.hardware_to_run_any:
+        score += 1          # made for this kind of target (its capabilities were checked)
+    if kb.relation_index.get("co-adapts", {}).get(o.method, set()) & {x.method for x in chain}:
+        score += 2
+    return (score, -missing, m.runner is not None)
 
 
 def compose(run: Search, cand: Candidate, needs: list[GoalNeed]) -> Lifecycle:
@@ -96,6 +93,24 @@ def compose(run: Search, cand: Candidate, needs: list[GoalNeed]) -> Lifecycle:
     chain = tuple(cand.options)
     life = Lifecycle(cand, cand.score, goals=needs)
     base_viol = set(cand.violations)
+    saved = run.max_steps   # max_steps bounds the fit-the-target chain; stages come on top
+    run.max_steps = max(saved, len(chain)) + 3 * len(needs)
+    try:
+        _add_stages(run, life, needs, chain, base_viol, held)
+    finally:
+        run.max_steps = saved
+    total_gain = sum(_risk(x) for x in life.gains.values())
+    bookends = sum(1 for o in life.cand.options
+                   if set(kb.methods[o.method].serves) & set(BOOKENDS))
+    life.score = (life.cand.score - GAIN_WEIGHT * total_gain - STEP_PENALTY * bookends
+                  + MISSING_GOAL_PENALTY * len(life.missing))
+    return life
+
+
+def _add_stages(run: Search, life: Lifecycle, needs: list[GoalNeed], chain: tuple[Option, ...],
+                base_viol: set, held: dict[str, float]) -> None:
+    sp = run.sp
+    kb = sp.kb
     for need in needs:
         g = need.goal
         if g in SEARCH_GOALS:
@@ -107,8 +122,9 @@ def compose(run: Search, cand: Candidate, needs: list[GoalNeed]) -> Lifecycle:
         ranked = []
         for o in opts:
             gain = None if g in BOOKENDS else task_gain(kb, kb.methods[o.method], o.params, held)
-            ranked.append(((_risk(gain), _fit(run, o, chain, held) if g in BOOKENDS else 0), o, gain))
-        ranked.sort(key=lambda t: (-t[0][0], -t[0][1], sp.idx.rank.get(t[1].method, 0)))
+            ranked.append(((_risk(gain), _fit(run, o, chain, held) if g in BOOKENDS else ()), o, gain))
+        ranked.sort(key=lambda t: (-t[0][0], tuple(-x for x in t[0][1]),
+                                   sp.idx.rank.get(t[1].method, 0)))
         for (_, _), o, gain in ranked[:MAX_PER_GOAL]:
             full = run.complete(chain + (o,))
             if full is None:
@@ -127,9 +143,8 @@ def compose(run: Search, cand: Candidate, needs: list[GoalNeed]) -> Lifecycle:
                 life.tried[o.method] = (f"with it the {k.replace('_', ' ')} is {v:,.0f} > "
                                         f"{lim:,.0f} on {_device(run, k)}")
                 continue
-            key = (_risk(gain), _fit(run, o, chain, held) if g in BOOKENDS else 0)
             if best is None:
-                best = (key, o, gain, c2)
+                best = (None, o, gain, c2)
             else:
                 life.tried[o.method] = f"serves {goal_name(kb, g)} less well than {best[1].method}" \
                     + (f" ({gain.text()})" if gain else "")
@@ -152,12 +167,6 @@ def compose(run: Search, cand: Candidate, needs: list[GoalNeed]) -> Lifecycle:
         if o.method in life.tried:
             del life.tried[o.method]
         life.whys[o.method] = why
-    total_gain = sum(_risk(x) for x in life.gains.values())
-    bookends = sum(1 for o in life.cand.options
-                   if set(kb.methods[o.method].serves) & set(BOOKENDS))
-    life.score = (life.cand.score - GAIN_WEIGHT * total_gain - STEP_PENALTY * bookends
-                  + MISSING_GOAL_PENALTY * len(life.missing))
-    return life
 
 
 def _device(run: Search, limit: str) -> str:

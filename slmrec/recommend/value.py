@@ -86,8 +86,10 @@ def gain_evidence(kb: KB, m: Method, params: dict) -> tuple[Range | None, str, f
         got = _prior(kb, m, "task_gain", peers, "goal")
     if got is None:
         return None, "none", None
-    peers_data = [e.data for p in kb.methods.values() for e in _numeric(p.effects.task_gain)
-                  if e.data is not None and p.requires.data == m.requires.data]
+    # the data the prior's own figures used
+    peers_data = [e.data for p in kb.methods.values() if p.id != m.id
+                  for e in _numeric(p.effects.task_gain) if e.data is not None
+                  and e.source in got.sources]
     usual = statistics.median(d.count * TOKENS_PER_UNIT[d.unit] for d in peers_data) \
         if peers_data else None
     return got, "low", usual
