@@ -151,8 +151,10 @@ def _add_stages(run: Search, life: Lifecycle, needs: list[GoalNeed], chain: tupl
         if best is None:
             reasons = [f"{mid}: {why}" for mid, why in life.tried.items()
                        if mid in {o.method for o in opts}]
-            rej = [f"{mid}: {why.reason}" for mid, why in sp.rejected.items()
+            rej = [(why.kind != "constraint", f"{mid}: {why.reason}")
+                   for mid, why in sp.rejected.items()
                    if g in kb.methods[mid].serves and why.kind in ("requirement", "constraint")]
+            rej = [text for _, text in sorted(rej, key=lambda t: t[0])]
             life.missing[g] = (f"{goal_name(kb, g)} ({need.why}) is not covered: "
                                + ("; ".join((reasons + rej)[:3]) or "no method in the KB serves it"))
             continue

@@ -29,6 +29,7 @@ from slmrec.recommend.space import Space
 FIELD_ORDER = ("weight_bits", "params_fraction_removed", "mlp_fraction_removed", "layers_fraction_removed",
                "heads_fraction_removed", "sparsity", "kv_heads", "rank_fraction", "vocab_size",
                "kv_cache_bits", "activation_bits", "adds_params_fraction")
+RISK_WEIGHT = 0.3          # share of the quality term taken at the pessimistic end
 STEP_PENALTY = 0.01        # per step: of two equal plans, the shorter wins
 COST_PENALTY = 0.01        # per decade of step TFLOP, unless 'cost' is an objective
 MAX_RECOVERY = 2
@@ -202,9 +203,10 @@ class Search:
     def _standalone(self, o: Option | None) -> float:
         s = self.sp.base if o is None else self.est.transform(self.sp.base, o)
         q = 0.0
+        q_hi = 0.0
         if o is not None and o.quality is not None:
-            q = o.quality.value
-        return self._score(self._model_metrics(s), q, 0 if o is None else 1, 0.0)
+            q, q_hi = o.quality.value, o.quality.high
+        return self._score(self._model_metrics(s), q, 0 if o is None else 1, 0.0, q_hi)
 
     def _suffix(self) -> None:
         """Per level i, the most reducing values offered by levels i.. (for lower bounds)."""
@@ -322,8 +324,14 @@ class Search:
 
     # ---- scoring --------------------------------------------------------------------------
 
-    def _score(self, m: dict[str, float], q: float, n_steps: int, tflop: float) -> float:
+    def _score(self, m: dict[str, float], q: float, n_steps: int, tflop: float,
+               q_hi: float | None = None) -> float:
+        """Weighted, normalised objectives. Risk-aware: the quality term leans towards the
+        pessimistic end of the range (RISK_WEIGHT), so a wide prior ranks below a sourced figure
+        with the same midpoint. Monotone in q and q_hi, so lower bounds of both bound it."""
         w = self.weights
+        if q_hi is not None:
+            q = (1 - RISK_WEIGHT) * q + RISK_WEIGHT * max(q_hi, q)
         score = w.get("quality", 0.0) * (q + self.prior_q) / self.tol_norm
         for obj, metric in METRIC_OF.items():
             if obj in w:
@@ -384,9 +392,9 @@ class Search:
 
     def root_bound(self) -> float:
         """A lower bound of the score of any plan of this search (to order base models)."""
-        m, q, _ = self._bound(0, self.sp.base, (), frozenset(), (1.0, 1.0, 1.0),
-                              (1.0, 1.0, 1.0), 0)
-        return self._score(m, q, 0, 0.0)
+        m, q, q_hi = self._bound(0, self.sp.base, (), frozenset(), (1.0, 1.0, 1.0),
+                                 (1.0, 1.0, 1.0), 0)
+        return self._score(m, q, 0, 0.0, q_hi)
 
     def _threshold(self) -> float:
         top = self.board.top
@@ -514,7 +522,7 @@ class Search:
             return 1
         m, q, q_hi = self._bound(i, s, chosen, used, loss, rec, n_rec)
         viol = self._violations(m, q, q_hi)
-        lb = self._score(m, q, len(chosen) + missing, 0.0)
+        lb = self._score(m, q, len(chosen) + missing, 0.0, q_hi)
         if self.mode == "closest":
             top = self.board.top
             if not top:
@@ -714,7 +722,7 @@ class Search:
         m, q, steps = self.simulate(order)
         m = dict(m)
         viol = self._violations(m, q[0], q[2])
-        score = self._score(m, q[0], len(order), m["step_tflop"])
+        score = self._score(m, q[0], len(order), m["step_tflop"], q[2])
         if self.mode == "closest":
             m["violation"] = self._violation_total(viol)
         return Candidate(tuple(order), m, q, score, viol, steps, self.prior_q, self.sp.model)
