@@ -111,6 +111,16 @@ def _add_stages(run: Search, life: Lifecycle, needs: list[GoalNeed], chain: tupl
                 base_viol: set, held: dict[str, float]) -> None:
     sp = run.sp
     kb = sp.kb
+    for o in chain:   # steps of the fit-the-target chain that also serve a stage goal
+        for need in needs:
+            if need.goal in SEARCH_GOALS or need.goal not in kb.methods[o.method].serves:
+                continue
+            gain = task_gain(kb, kb.methods[o.method], o.params, held)
+            life.whys.setdefault(o.method, []).append(
+                f"serves {goal_name(kb, need.goal)}: the scenario holds {need.why}")
+            if gain is not None and o.method not in life.gains:
+                life.gains[o.method] = gain
+                life.whys[o.method].append(gain.text() + f" ({', '.join(gain.sources)})")
     for need in needs:
         g = need.goal
         if g in SEARCH_GOALS:

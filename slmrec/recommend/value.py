@@ -83,7 +83,9 @@ def gain_evidence(kb: KB, m: Method, params: dict) -> tuple[Range | None, str, f
     if got is None and m.serves:
         peers = [p for p in kb.methods.values() if set(p.serves) & set(m.serves)
                  and p.requires.data == m.requires.data]
-        got = _prior(kb, m, "task_gain", peers, "goal")
+        got = _prior(kb, m, "task_gain", peers, "goal") or _prior(
+            kb, m, "task_gain", [p for p in kb.methods.values() if set(p.serves) & set(m.serves)],
+            "goal")
     if got is None:
         return None, "none", None
     # the data the prior's own figures used
