@@ -74,15 +74,36 @@ class Plan(_Rec):
     feasible: bool = Field(default=True, description="meets every constraint of its scenario")
     violations: list[str] = Field(default_factory=list, description="constraints it breaks")
 
-    def to_yaml(self) -> str:
-        data = self.model_dump(mode="json", exclude_defaults=False)
+    def to_yaml(self, full: bool = True) -> str:
+        data = self.model_dump(mode="json", exclude_defaults=False) if full else self.brief()
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
-    def save(self, path: Path | str) -> Path:
-        """Write atomically: a half-written plan never replaces a good one."""
+    def brief(self) -> dict:
+        """What a reader (and `slmrec run`/`predict`) needs: the scenario, the steps with their
+        why and headline predictions, the goals; no per-metric source lists, no why-not table."""
+        keep = ("size_mb", "inference_memory_mb", "decode_ms_per_token", "quality_loss_pct",
+                "task_gain_pct", "step_peak_memory_mb", "step_hours")
+
+        def preds(p: dict) -> dict:
+            return {k: {x: v for x, v in p[k].model_dump(mode="json").items()
+                        if x in ("value", "low", "high", "unit") and v is not None}
+                    for k in keep if k in p}
+
+        out = self.model_dump(mode="json", exclude_defaults=True,
+                              exclude={"rejected", "steps", "predicted", "counterfactuals"})
+        out["steps"] = [{"method": s.method, **({"params": s.params} if s.params else {}),
+                         **({"why": s.why} if s.why else {}), "predicted": preds(s.predicted)}
+                        for s in self.steps]
+        out["predicted"] = preds(self.predicted)
+        out["format"] = self.format
+        return out
+
+    def save(self, path: Path | str, full: bool = False) -> Path:
+        """Write atomically: a half-written plan never replaces a good one. By default the
+        brief form (`brief`); `full=True` keeps every source list and the why-not table."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_yaml(), encoding="utf-8")
+        tmp.write_text(self.to_yaml(full), encoding="utf-8")
         tmp.replace(path)
         return path
 

@@ -60,7 +60,7 @@ def goal_rejections(rejected: list[Rejection], life: Lifecycle, kb: KB) -> list[
         tried = life.tried.get(r.method)
         missing = [life.missing[g] for g in goals if g in life.missing]
         if tried:
-            reason = f"serves {label}; {tried}"
+            reason = tried if tried.startswith("serves") else f"serves {label}; {tried}"
             kind = "goal"
         elif missing and r.kind in ("dominated", "other"):
             reason = f"serves {label}, which the plan leaves uncovered; {r.reason}"
