@@ -75,8 +75,12 @@ class Plan(_Rec):
     violations: list[str] = Field(default_factory=list, description="constraints it breaks")
 
     def to_yaml(self, full: bool = True) -> str:
-        data = self.model_dump(mode="json", exclude_defaults=False) if full else self.brief()
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+        if full:
+            data = self.model_dump(mode="json", exclude_defaults=False)
+            return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+        # leaf mappings (a prediction, a parameter set) on one line each; prose stays a block
+        return yaml.dump(self.brief(), Dumper=_BriefDumper, sort_keys=False, allow_unicode=True,
+                         width=100)
 
     def brief(self) -> dict:
         """What a reader (and `slmrec run`/`predict`) needs: the scenario, the steps with their
@@ -106,6 +110,28 @@ class Plan(_Rec):
         tmp.write_text(self.to_yaml(full), encoding="utf-8")
         tmp.replace(path)
         return path
+
+
+class _BriefDumper(yaml.SafeDumper):
+    """Flow style for mappings and lists of short scalars, block style for the rest."""
+
+
+def _short(v: object) -> bool:
+    return not isinstance(v, (dict, list)) and len(str(v)) <= 40
+
+
+def _repr_dict(d: yaml.SafeDumper, data: dict):
+    flow = all(_short(v) for v in data.values()) and len(str(data)) <= 90
+    return d.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=flow)
+
+
+def _repr_list(d: yaml.SafeDumper, data: list):
+    return d.represent_sequence("tag:yaml.org,2002:seq", data,
+                                flow_style=all(_short(v) for v in data))
+
+
+_BriefDumper.add_representer(dict, _repr_dict)
+_BriefDumper.add_representer(list, _repr_list)
 
 
 def parse_plan(data: object, file: str = "<plan>") -> Plan:

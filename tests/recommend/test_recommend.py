@@ -210,7 +210,7 @@ def test_include_forces_a_method_into_every_plan(kb, scenario):
 def test_plans_round_trip_and_json_is_stable(kb, scenario, tmp_path):
     rec = recommend(scenario(hardware="phone-soc", budgets={"memory_mb": 450},
                              data={"calibration": 128}), kb)
-    path = rec.top.save(tmp_path / "plan.yaml")
+    path = rec.top.save(tmp_path / "plan.yaml", full=True)
     back = load_plan(path, kb)
     assert back == rec.top
     data = json.loads(json.dumps(rec.to_json()))
