@@ -23,6 +23,10 @@ from slmrec.recommend.value import Gain, task_gain
 MISSING_GOAL_PENALTY = 1.0   # an uncovered goal ranks a plan below every complete one
 GAIN_WEIGHT = 0.02           # score per % of risk-adjusted task gain (pessimistic-leaning mid)
 MAX_PER_GOAL = 8             # methods tried per goal
+_LABELS = {"step_peak_memory_mb": ("step peak memory", "MB"), "step_hours": ("step time", "h"),
+           "step_tflop": ("step compute", "TFLOP"), "memory_mb": ("inference memory", "MB"),
+           "quality_loss_pct": ("quality loss", "%"), "size_mb": ("size on disk", "MB"),
+           "decode_ms_per_token": ("decode latency", "ms/token")}
 _TIER_RANK = {"none": 0, "calibration": 1, "unlabeled": 2, "teacher-text": 2,
               "teacher-logits": 2, "labeled": 3, "preference": 3}
 
@@ -97,6 +101,7 @@ def compose(run: Search, cand: Candidate, needs: list[GoalNeed]) -> Lifecycle:
     run.max_steps = max(saved, len(chain)) + 3 * len(needs)
     try:
         _add_stages(run, life, needs, chain, base_viol, held)
+        _drop_redundant(run, life, needs, {o.key for o in chain})
     finally:
         run.max_steps = saved
     total_gain = sum(_risk(x) for x in life.gains.values())
@@ -150,8 +155,9 @@ def _add_stages(run: Search, life: Lifecycle, needs: list[GoalNeed], chain: tupl
             if new:
                 k = sorted(new)[0]
                 v, lim = c2.violations[k]
-                life.tried[o.method] = (f"with it the {k.replace('_', ' ')} is {v:,.0f} > "
-                                        f"{lim:,.0f} on {_device(run, k)}")
+                label, unit = _LABELS.get(k, (k.replace("_", " "), ""))
+                life.tried[o.method] = (f"with it the {label} is {v:,.0f} {unit} > {lim:,.0f} "
+                                        f"{unit} on {_device(run, k)}")
                 continue
             if best is None:
                 best = (None, o, gain, c2)
@@ -179,6 +185,37 @@ def _add_stages(run: Search, life: Lifecycle, needs: list[GoalNeed], chain: tupl
         if o.method in life.tried:
             del life.tried[o.method]
         life.whys[o.method] = why
+
+
+def _drop_redundant(run: Search, life: Lifecycle, needs: list[GoalNeed], core: set) -> None:
+    """A stage step whose goals other steps already serve (a LoRA step next to the supervised
+    tuning a DPO step requires) is dropped when the chain stays valid and within its limits."""
+    kb = run.sp.kb
+    wanted = {n.goal for n in needs} - set(SEARCH_GOALS)
+    changed = True
+    while changed:
+        changed = False
+        chain = list(life.cand.options)
+        for o in chain:
+            mine = set(kb.methods[o.method].serves) & wanted
+            if o.key in core or not mine or run.rules.requires.get(o.method):
+                continue   # a step that pulled in what it requires is the one to keep
+            rest = [x for x in chain if x is not o]
+            if not mine <= {g for x in rest for g in kb.methods[x.method].serves}:
+                continue
+            if run.rules.check([x.method for x in rest], requires=True, first=True):
+                continue
+            c2 = run.evaluate(tuple(rest))
+            if set(c2.violations) - set(life.cand.violations):
+                continue
+            life.cand = c2
+            life.gains.pop(o.method, None)
+            life.whys.pop(o.method, None)
+            life.tried[o.method] = ("its goals are already served by "
+                                    + ", ".join(x.method for x in rest
+                                                if mine & set(kb.methods[x.method].serves)))
+            changed = True
+            break
 
 
 def _device(run: Search, limit: str) -> str:

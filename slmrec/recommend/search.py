@@ -22,7 +22,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from slmrec.estimate import ModelState, Option
+from slmrec.estimate import ModelState, Option, StepCost
+from slmrec.recommend.devices import frozen_mb
 from slmrec.recommend.rules import rules_for
 from slmrec.recommend.space import Space
 
@@ -695,7 +696,11 @@ class Search:
             steps = list(self._prefix_memo[key[:j]])
             s = steps[-1][0]
         for o in order[j:]:
+            before = s
             s, cost = est.apply(s, o)
+            extra = frozen_mb(self.sp.kb, o, before)
+            if extra:   # frozen reference/reward copies the estimator does not count
+                cost = StepCost(cost.peak_memory_mb + extra, cost.tflop, cost.hours)
             steps.append((s, cost))
             self._prefix_memo[key[:len(steps)]] = tuple(steps)
         m = self._model_metrics(s)

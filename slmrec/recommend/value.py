@@ -128,7 +128,7 @@ def quality_prior(kb: KB, m: Method, o: Option) -> Range | None:
     family's sourced quality evidence at the same weight bits (or any bits), low-confidence."""
     fam = [p for p in kb.methods.values() if p.family == m.family] or \
         [p for p in kb.methods.values() if _family_root(p) == _family_root(m)]
-    bits = o.t.get("weight_bits")
+    bits = o.t.get("weight_bits", o.t.get("kv_cache_bits", o.t.get("activation_bits")))
     pool = [p for p in fam if p.id != m.id and _numeric(p.effects.quality)]
     if not pool:
         pool = [p for p in kb.methods.values() if _family_root(p) == _family_root(m)
@@ -149,7 +149,7 @@ def quality_prior(kb: KB, m: Method, o: Option) -> Range | None:
 
 
 def _bits_of(e, p: Method) -> float | None:
-    for k in ("bits", "weight_bits"):
+    for k in ("bits", "weight_bits", "kv_bits", "kv_cache_bits"):
         v = e.when.get(k)
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return float(v)
