@@ -107,7 +107,7 @@ def match_evidence(evidence: list[Evidence], params: dict[str, Any]) -> Range | 
     'unpublished' when only unpublished notes exist, and 'uncovered' when evidence exists but
     none covers these values.
     """
-    numeric = [e for e in evidence if e.basis is not EvidenceBasis.unpublished]
+    numeric = [e for e in evidence if e.low is not None]  # unpublished, not-transferable: none
     if not numeric:
         return "unpublished" if evidence else None
     applying = [e for e in numeric if all(k in params and _same(params[k], v)
@@ -199,7 +199,7 @@ def param_grid(m: Method, limit: int = 64) -> list[dict[str, Any]]:
 
 
 def compile_option(m: Method, params: dict[str, Any]) -> Option:
-    tr = m.effects.transform
+    tr = m.effects.transform_for(params)
     t: dict[str, float] = {}
     for name in TRANSFORM_FIELDS:
         v = _resolve(getattr(tr, name), params)

@@ -310,6 +310,17 @@ class Transform(Record):
     note: str | None = None
 
 
+class TransformCase(Transform):
+    """A transform that holds only for some parameter values (LoRA adds parameters only unmerged).
+
+    Its fields override the method's base transform when every `when` entry equals the step's
+    parameter value; the first matching case wins.
+    """
+
+    when: dict[str, float | int | str | bool] = Field(
+        min_length=1, description="step parameters (name: value) under which this case holds")
+
+
 class StepCost(Record):
     """How the step itself consumes memory and compute (the estimator reads this)."""
 
@@ -329,6 +340,9 @@ class StepCost(Record):
 
 class Effects(Record):
     transform: Transform = Field(default_factory=Transform)
+    transform_cases: list[TransformCase] = Field(
+        default_factory=list, description="transforms that hold only for some parameter values; "
+                                          "they override `transform` field by field")
     quality: list[Evidence] = Field(
         default_factory=list, description="relative quality loss in % (negative: a gain)"
     )
@@ -342,6 +356,16 @@ class Effects(Record):
         default_factory=list, description="relative improvement in % on the scenario's task "
                                           "objective (kept apart from general-text quality)"
     )
+
+    def transform_for(self, params: dict[str, object]) -> Transform:
+        """The base transform with the first case whose `when` matches `params` applied."""
+        for case in self.transform_cases:
+            if all(k in params and params[k] == v
+                   and isinstance(params[k], bool) == isinstance(v, bool)
+                   for k, v in case.when.items()):
+                override = case.model_dump(exclude={"when"}, exclude_unset=True)
+                return self.transform.model_copy(update=override)
+        return self.transform
 
 
 class Method(Record):
@@ -454,6 +478,16 @@ class BaseModelCard(Record):
     def _heads(self) -> "BaseModelCard":
         if self.heads % self.kv_heads:
             raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+        if self.global_every is not None and self.sliding_window is None:
+            raise ValueError("global_every needs sliding_window (the window of the other layers)")
+        if self.global_every is not None and self.global_every > self.layers:
+            raise ValueError(f"global_every ({self.global_every}) exceeds layers ({self.layers})")
+        if self.sliding_window is not None and self.sliding_window > self.context:
+            raise ValueError(f"sliding_window ({self.sliding_window}) exceeds context "
+                             f"({self.context})")
+        if self.active_params is not None and self.active_params > self.params:
+            raise ValueError(f"active_params ({self.active_params:g}) exceeds params "
+                             f"({self.params:g})")
         return self
 
     @property
