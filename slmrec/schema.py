@@ -468,6 +468,9 @@ class BaseModelCard(Record):
                                         "use sliding_window")
     active_params: float | None = Field(
         default=None, gt=0, description="parameters used per token (mixture of experts)")
+    attention_layers: int | None = Field(
+        default=None, gt=0, description="hybrid models: layers with attention (and a KV cache); "
+                                        "the others are convolution or recurrent blocks")
     tokenizer: Id = Field(description="tokenizer family; equal ids share a vocabulary")
     license: str
     released: int | None = None
@@ -485,6 +488,9 @@ class BaseModelCard(Record):
         if self.sliding_window is not None and self.sliding_window > self.context:
             raise ValueError(f"sliding_window ({self.sliding_window}) exceeds context "
                              f"({self.context})")
+        if self.attention_layers is not None and self.attention_layers > self.layers:
+            raise ValueError(f"attention_layers ({self.attention_layers}) exceeds layers "
+                             f"({self.layers})")
         if self.active_params is not None and self.active_params > self.params:
             raise ValueError(f"active_params ({self.active_params:g}) exceeds params "
                              f"({self.params:g})")
