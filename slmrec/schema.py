@@ -253,8 +253,9 @@ class Evidence(Record):
         default_factory=dict, description="step parameters this figure applies to"
     )
     baseline: str | None = Field(
-        default=None, description="what the figure is relative to, e.g. 'fp16 base model', "
-                                  "'full fine-tuning'")
+        default=None, description="what the figure is relative to when that is not the step's "
+                                  "input model, e.g. 'full fine-tuning', 'LoRA at the same rank'; "
+                                  "the estimator reads only input-relative quality and recovery")
     model_params: float | None = Field(
         default=None, gt=0, description="parameters of the model the figure was measured on")
     scope: Literal["decode", "prefill", "throughput", "ttft", "training", "end-to-end"] | None = \

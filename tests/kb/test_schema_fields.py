@@ -175,3 +175,33 @@ def test_estimator_ignores_evidence_without_numbers():
 
 def test_tiny_model_card_is_valid_as_written():
     assert BaseModelCard.model_validate(MODELS[0]).mlp == "gated"
+
+
+@pytest.mark.parametrize("extra,counted", [
+    ({}, True),                                        # relative to the step's input model
+    ({"baseline": "full fine-tuning"}, False),         # another baseline: not a change of the input
+])
+def test_estimator_reads_only_input_relative_quality(extra, counted):
+    from slmrec.estimate import compile_option
+    from slmrec.schema import Method
+
+    m = Method.model_validate({
+        "id": "m", "name": "m", "component": "compression", "family": "f", "summary": "s",
+        "sources": ["s"], "effects": {"transform": {"weight_bits": 4},
+                                      "quality": [{"low": 2, "high": 4, "source": "s", **extra}]}})
+    opt = compile_option(m, {})
+    assert (opt.quality is not None) == counted
+    assert opt.quality_status == ("ok" if counted else "missing")
+
+
+@pytest.mark.parametrize("scope,counted", [(None, True), ("decode", True), ("end-to-end", True),
+                                           ("prefill", False), ("throughput", False),
+                                           ("training", False), ("ttft", False)])
+def test_estimator_reads_only_decode_speedups(scope, counted):
+    from slmrec.estimate import compile_option
+    from slmrec.schema import Method
+
+    ev = {"low": 2, "high": 3, "source": "s", **({"scope": scope} if scope else {})}
+    m = Method.model_validate({"id": "m", "name": "m", "component": "deployment", "family": "f",
+                               "summary": "s", "sources": ["s"], "effects": {"speedup": [ev]}})
+    assert (compile_option(m, {}).speedup is not None) == counted
