@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Union
 
 import math
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # ---- numbers: finite and physically bounded (a NaN compares false with every limit, an inf or
 # a zero rate divides into nonsense, so both are refused where a record is read) ----------------
@@ -56,11 +56,28 @@ _ID_RE = re.compile(ID_PATTERN)
 Id = Annotated[str, Field(pattern=ID_PATTERN, description="lower-case kebab-case id")]
 # A number, or "$name": a reference to the step parameter `name` resolved when a plan is built.
 ParamRef = Annotated[str, Field(pattern=r"^\$[a-z_][a-z0-9_]*$")]
-Value = Union[Finite, ParamRef]
-BitsValue = Union[Bits, ParamRef]
-FractionValue = Union[Fraction, ParamRef]
-PositiveValue = Union[PositiveFinite, ParamRef]
-NonNegativeValue = Union[NonNegativeFinite, ParamRef]
+
+
+def _ranged_value(lo: float, hi: float, lo_open: bool = False):
+    """A number within [lo, hi] (or (lo, hi]) or a "$param" reference, as one type so that a bad
+    number is one problem, not one per union member."""
+    def check(v):
+        if isinstance(v, str):
+            return v
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        if (v <= lo if lo_open else v < lo) or v > hi:
+            raise ValueError(f"must be {'>' if lo_open else '>='} {lo:g} and <= {hi:g}, got {v:g}")
+        return v
+    return Annotated[Union[Annotated[float, Field(allow_inf_nan=True)], ParamRef],
+                     AfterValidator(check)]
+
+
+Value = _ranged_value(-math.inf, math.inf)
+BitsValue = _ranged_value(1, 64)
+FractionValue = _ranged_value(0, 1)
+PositiveValue = _ranged_value(0, 1e15, lo_open=True)
+NonNegativeValue = _ranged_value(0, 1e18)
 
 
 class Record(BaseModel):
