@@ -757,7 +757,10 @@ def _run_step(b: BoundStep, srep: StepReport, inputs: dict, live: _Live, report:
     except SlmrecError as exc:
         return "; ".join(p.message for p in exc.problems)
     except Exception as exc:  # noqa: BLE001  (a failing step must not lose the run)
-        _log_error(live.out, b.label)
+        try:
+            _log_error(live.out, b.label)
+        except OSError:  # the disk that failed the step may not take the log either
+            pass
         if _is_oom(exc):
             reason = f"out of memory: {exc}"
         elif isinstance(exc, (ValueError, TypeError, ValidationError)):

@@ -193,7 +193,8 @@ def check_model_folder(source: str) -> None:
             raise SlmrecError.one(str(f), f"corrupt or truncated safetensors file "
                                   f"({str(e).splitlines()[0][:120]})") from None
     if checkpoint:
-        return  # load_checkpoint checks its tensors against its recipe
+        _check_checkpoint_tensors(path, recipe, names)
+        return
     try:
         from transformers import AutoConfig, AutoModelForCausalLM
         config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
@@ -212,6 +213,33 @@ def check_model_folder(source: str) -> None:
     unexpected = sorted(n for n in names if not any(matches(e, n) for e in expected)) \
         if len(expected) * len(names) < 4_000_000 else []
     _tensor_problem(path, missing, unexpected)
+
+
+def _check_checkpoint_tensors(path: Path, recipe: dict, names: set[str]) -> None:
+    """The tensor names an slmrec checkpoint must hold, from its config and recipe, built on
+    the meta device (no memory, no weights read); the same rule load_checkpoint applies."""
+    import torch
+
+    from runners.checkpoint import _rebuild_quant
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+            if recipe.get("conv1d_to_linear"):
+                conv1d_to_linear(model)
+            _rebuild_quant(model, recipe)
+    except Exception:  # noqa: BLE001  (cannot build it here: load_checkpoint says why)
+        return
+    dynamic = recipe.get("dynamic_int8") or {}
+    expected = {k for k in model.state_dict() if not any(k.startswith(n + ".") for n in dynamic)}
+    for n, e in dynamic.items():
+        expected |= {f"{n}.int8_weight", f"{n}.w_scale", f"{n}.w_zero_point"}
+        if e.get("bias"):
+            expected.add(f"{n}.bias")
+    aliases = recipe.get("aliases") or {}
+    present = set(names) | {a for a, k in aliases.items() if k in names}
+    _tensor_problem(path, sorted(expected - present), sorted(present - expected - set(aliases)))
 
 
 def conv1d_to_linear(model) -> list[str]:

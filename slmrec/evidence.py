@@ -300,11 +300,14 @@ class RunStore:
     def reap_stale(self) -> list[int]:
         """Mark every stale `running` row `interrupted` (the process died without recording its
         end: killed, out of memory, power cut); return their ids. `--resume` continues them."""
-        with self._connect() as db:
+        with self._connect() as db:  # read first: a locked store is only read
             rows = [dict(r) for r in db.execute(
                 "SELECT id, status, pid, pid_start, host, heartbeat, created FROM runs "
                 "WHERE status = 'running'")]
-            ids = [r["id"] for r in rows if self.stale(r)]
+        ids = [r["id"] for r in rows if self.stale(r)]
+        if not ids:
+            return []
+        with self._connect() as db:
             for r in rows:
                 if r["id"] in ids:
                     db.execute("UPDATE runs SET status = 'interrupted', finished = ?, reason = ? "

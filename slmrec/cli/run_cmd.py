@@ -126,8 +126,14 @@ def _store(args):
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
+    from slmrec.errors import SlmrecError
+
     store = _store(args)
-    for rid in store.reap_stale():
+    try:
+        reaped = store.reap_stale()
+    except SlmrecError:  # a locked store can still be listed (stale rows show as stale)
+        reaped = []
+    for rid in reaped:
         print(f"note: run {rid} was still marked running but its process is gone (killed or "
               "crashed); marked interrupted, continue it with --resume", file=sys.stderr)
     runs = store.runs(status=args.status)

@@ -33,7 +33,8 @@ def fault_kb_dir(tmp_path_factory, kb_dir) -> Path:
     for f in Path(kb_dir).iterdir():
         (root / f.name).write_text(f.read_text())
     (root / "faults.yaml").write_text(yaml.safe_dump({"methods": [
-        _method("fill-disk", "test-fill-disk", {"leave": {"type": "int", "default": 1024}}),
+        _method("fill-disk", "test-fill-disk", {"leave": {"type": "int", "default": 1024},
+                                                 "marker": {"type": "str", "default": ""}}),
         _method("wait", "test-wait", {"marker": {"type": "str", "default": "marker"}}),
     ]}, sort_keys=False))
     return root

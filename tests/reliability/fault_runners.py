@@ -13,6 +13,7 @@ from runners.base import Runner, RunnerParams, StepContext, StepResult
 
 class FillParams(RunnerParams):
     leave: int = Field(1024, ge=0, description="bytes left free on the run folder's disk")
+    marker: str = Field("", description="when set: fill only while this file is absent")
 
 
 class FillDisk(Runner):
@@ -23,6 +24,8 @@ class FillDisk(Runner):
     Params = FillParams
 
     def run(self, ctx: StepContext, params: FillParams) -> StepResult:
+        if params.marker and Path(params.marker).exists():
+            return StepResult(model=ctx.model, metrics={})
         filler = Path(ctx.workdir) / "filler.bin"
         st = os.statvfs(ctx.workdir)
         free = st.f_bavail * st.f_frsize

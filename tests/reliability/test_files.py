@@ -347,3 +347,51 @@ def test_disk_full_on_a_real_tmpfs(tiny_tmpfs):
         write_text(t, "x" * 400_000)
     one_line(exc.value, "no space left on the device")
     assert t.read_text() == "old" and [p.name for p in tiny_tmpfs.iterdir()] == ["out.txt"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """slmrec checkpoints of a tiny model as the runners leave it: float, int4 packed
+    (weight-only quant), dynamic int8."""
+    import torch
+
+    from runners.models import save_checkpoint, tiny_model
+    from runners.registry import get_runner_class
+
+    base = tmp_path_factory.mktemp("ckpts")
+    out = {}
+    model, tok = tiny_model(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vocab=300)
+    out["float"] = save_checkpoint(model, tok, base / "float")
+    from runners.base import StepContext
+
+    for name, rid, params in (("int4", "weight-only-quant", {"bits": 4, "group_size": 32}),
+                              ("int8-dynamic", "dynamic-int8", {})):
+        m, t = tiny_model(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vocab=300)
+        cls = get_runner_class(rid)
+        ctx = StepContext(model=m, tokenizer=t, corpus=None, workdir=base / f"w-{name}", seed=0,
+                          progress=lambda *a: None, log=lambda *a: None, load_teacher=None)
+        with torch.no_grad():
+            res = cls().run(ctx, cls.Params.model_validate(params))
+        out[name] = save_checkpoint(res.model, t, base / name)
+    recipe = {k: json.loads((out[k] / "slmrec.json").read_text()) for k in out}
+    assert recipe["int4"]["quant"] and recipe["int8-dynamic"]["dynamic_int8"]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["float", "int4", "int8-dynamic"])
+def test_intact_checkpoints_pass_the_preload_check(checkpoints, kind):
+    """No false alarm: what the runners save passes (quantized and dynamic modules included)."""
+    from runners.models import check_model_folder
+
+    check_model_folder(str(checkpoints[kind]))
+
+
+@pytest.mark.parametrize("kind", ["float", "int4", "int8-dynamic"])
+def test_checkpoints_missing_a_tensor_are_refused_before_loading(tmp_path, checkpoints, kind):
+    from runners.models import check_model_folder
+
+    folder = _copy(checkpoints[kind], tmp_path / "ck")
+    _rewrite_tensors(folder, lambda t: {k: v for k, v in t.items() if "layers.0.mlp" not in k})
+    with pytest.raises(SlmrecError) as exc:
+        check_model_folder(str(folder))
+    one_line(exc.value, "missing tensor", "layers.0.mlp")
