@@ -293,7 +293,7 @@ def _bad_input(tmp_path, tiny_model_dir, kind):
 BAD_INPUTS = [("data-missing", "--data", "does not exist"), ("data-nul", "c.txt", "binary data"),
               ("data-folder", "d.txt", "not a regular file"), ("data-empty", "e.txt", "empty"),
               ("seed-negative", "--seed", "0 to"), ("seed-huge", "--seed", "0 to"),
-              ("model-missing-tensors", "model.safetensors", "missing tensors"),
+              ("model-missing-tensors", "weights do not match config.json", "20 missing tensors"),
               ("model-truncated", "model.safetensors", "corrupt"),
               ("plan-bad-param", "<plan>", "must be one of"),
               ("out-is-a-file", "run", "existing file")]
