@@ -322,7 +322,7 @@ def test_bad_inputs_fail_before_the_model_loads_and_leave_nothing(tmp_path, faul
 
 # ---- one folder, one run ----------------------------------------------------------------------------------
 
-def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, fault_kb, tiny_model_dir):
+def test_a_stale_lock_is_taken_over_and_another_kb_version_is_noted(tmp_path, fault_kb, tiny_model_dir):
     from runners.bookkeeping import LOCK
 
     dead = subprocess.Popen(["true"])
@@ -333,8 +333,10 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, fault_kb, tiny_m
 
     (out / LOCK).write_text(json.dumps({"pid": dead.pid, "pid_start": 1.0,
                                         "host": socket.gethostname()}))
-    report = _run(fault_kb, make_plan(tiny_model_dir, ["eval"]), out, False)
+    report = _run(fault_kb, make_plan(tiny_model_dir, ["eval"], kb_version="0ld"), out, False)
     assert report.status == "completed" and not (out / LOCK).exists()
+    # the plan was made for another KB version: said, not silently ignored
+    assert any("made with KB version 0ld" in n for n in report.notes)
 
 
 # ---- signals (a real process) -------------------------------------------------------------------------------
