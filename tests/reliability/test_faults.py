@@ -349,6 +349,13 @@ def _cli(plan_file, out, store, *extra):
     return cmd, env
 
 
+def _resume(kb, plan_file, out, store):
+    import yaml
+
+    return _run(kb, yaml.safe_load(plan_file.read_text()), out, RunStore(store), resume=True,
+                plan_file=str(plan_file))
+
+
 def _start_waiting_run(tmp_path, tiny_model_dir, fault_kb_dir, monkeypatch):
     monkeypatch.setenv("SLMREC_FAULT_KB", str(fault_kb_dir))
     marker = tmp_path / "go"
@@ -389,16 +396,16 @@ def test_sigterm_is_recorded_like_ctrl_c(tmp_path, tiny_model_dir, fault_kb_dir,
     row = RunStore(store).run(1)
     assert row["status"] == "interrupted" and row["reason"] == f"terminated by {sig.name}"
     assert json.loads((out / "state.json").read_text())["report"]["status"] == "interrupted"
-    marker.write_text("go")
-    done = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
+    marker.write_text("go")  # resumed in this process (one interpreter start less)
+    done = _resume(fault_kb, plan_file, out, store)
+    assert done.status == "completed" and done.run_id == 1
     assert RunStore(store).run(1)["status"] == "completed"
     assert _steps_with_rows(RunStore(store), 1) == [0, 1, 2]
 
 
 def test_sigkill_leaves_a_stale_row_that_is_shown_and_reaped(tmp_path, tiny_model_dir,
-                                                             fault_kb_dir, monkeypatch, capsys):
+                                                             fault_kb_dir, fault_kb, monkeypatch,
+                                                             capsys):
     from slmrec.cli import main
 
     proc, marker, plan_file, out, store, cmd, env = _start_waiting_run(
@@ -414,9 +421,8 @@ def test_sigkill_leaves_a_stale_row_that_is_shown_and_reaped(tmp_path, tiny_mode
     assert code == 0 and "run 1 was still marked running but its process is gone" in captured.err
     row = RunStore(store).run(1)
     assert row["status"] == "interrupted" and f"pid {proc.pid}" in row["reason"]
-    marker.write_text("go")
-    done = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
+    marker.write_text("go")  # resumed in this process (one interpreter start less)
+    done = _resume(fault_kb, plan_file, out, store)
+    assert done.status == "completed" and done.run_id == 1
     assert RunStore(store).run(1)["status"] == "completed"
     assert _steps_with_rows(RunStore(store), 1) == [0, 1, 2]
