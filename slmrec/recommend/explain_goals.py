@@ -6,6 +6,7 @@ from __future__ import annotations
 from slmrec.kb import KB
 from slmrec.plan import Prediction, Rejection
 from slmrec.recommend.goals import SEARCH_GOALS, goal_name
+from slmrec.recommend.goals import serves as goal_serves
 from slmrec.recommend.lifecycle import Lifecycle
 
 
@@ -41,7 +42,7 @@ def plan_goals(life: Lifecycle, methods: list[str], kb: KB, feasible: bool) -> d
         elif g in SEARCH_GOALS:
             out[g] = "met by the whole chain" if feasible else "NOT MET (see violations)"
         else:
-            by = [m for m in methods if g in kb.methods[m].serves]
+            by = [m for m in methods if g in goal_serves(kb, m)]
             out[g] = "served by " + ", ".join(by) if by else "NOT COVERED"
     return out
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from slmrec.estimate import Option
 from slmrec.recommend.goals import BOOKENDS, SEARCH_GOALS, GoalNeed, covered, goal_name
+from slmrec.recommend.goals import serves as goal_serves
 from slmrec.recommend.search import STEP_PENALTY, Candidate, Search
 from slmrec.recommend.value import Gain, task_gain
 
@@ -56,7 +57,8 @@ def _risk(g: Gain | None) -> float:
     return (g.value + g.low) / 2
 
 
-def _stage_options(run: Search, goal: str, chain: tuple[Option, ...]) -> list[Option]:
+def _stage_options(run: Search, need: GoalNeed, chain: tuple[Option, ...]) -> list[Option]:
+    goal = need.goal
     sp = run.sp
     kb = sp.kb
     have = {o.method for o in chain}
@@ -67,8 +69,13 @@ def _stage_options(run: Search, goal: str, chain: tuple[Option, ...]) -> list[Op
             pool += [o for o in sp.idx.options.get(mid, ()) if o.quality is not None]
     for o in pool:
         m = kb.methods[o.method]
-        if goal in m.serves and o.method not in have and o.method not in by_method:
-            by_method[o.method] = o
+        if goal not in m.serves or o.method in have or o.method in by_method:
+            continue
+        if goal not in BOOKENDS and not (m.requires.training or o.cost["passes"] == "train"):
+            continue   # a goal about what the model knows or does is served by training it
+        if need.tiers and m.requires.data.value not in need.tiers:
+            continue   # it must use what implied the goal (the domain corpus, the pairs)
+        by_method[o.method] = o
     return list(by_method.values())
 
 
@@ -87,7 +94,22 @@ def _fit(run: Search, o: Option, chain: tuple[Option, ...], held: dict[str, floa
         score += 1          # made for this kind of target (its capabilities were checked)
     if kb.relation_index.get("co-adapts", {}).get(o.method, set()) & {x.method for x in chain}:
         score += 2
+    if o.cost["passes"] == "train":
+        score -= 3          # a bookend that trains (a draft head, say) is no plain bookend
+    # the KB's standard choice: how many relations name the method (at most 1 point)
+    score += min(_relation_count(kb).get(o.method, 0), 10) / 10
     return (score, -missing, m.runner is not None)
+
+
+def _relation_count(kb) -> dict[str, int]:
+    got = kb.__dict__.get("_relation_count")
+    if got is None:
+        got = {}
+        for r in kb.relations.values():
+            got[r.src] = got.get(r.src, 0) + 1
+            got[r.dst] = got.get(r.dst, 0) + 1
+        kb.__dict__["_relation_count"] = got
+    return got
 
 
 def compose(run: Search, cand: Candidate, needs: list[GoalNeed]) -> Lifecycle:
@@ -133,7 +155,7 @@ def _add_stages(run: Search, life: Lifecycle, needs: list[GoalNeed], chain: tupl
         if g in covered([o.method for o in chain], kb, True):
             continue
         best = None
-        opts = _stage_options(run, g, chain)
+        opts = _stage_options(run, need, chain)
         ranked = []
         for o in opts:
             gain = None if g in BOOKENDS else task_gain(kb, kb.methods[o.method], o.params, held)
@@ -146,11 +168,13 @@ def _add_stages(run: Search, life: Lifecycle, needs: list[GoalNeed], chain: tupl
                 life.tried[o.method] = ("its `requires` relations name steps that cannot be "
                                         "planned here")
                 continue
-            orders = run._orders(full)
+            orders = _goal_ordered(run, full) + run._orders(full)
             if not orders:
                 life.tried[o.method] = "cannot be ordered with the plan's steps (rule checker)"
                 continue
-            c2 = min((run.evaluate(order) for order in orders), key=lambda c: c.score)
+            # the order the goals follow in the lifecycle (kb/goals.yaml) first, then the score
+            c2 = min((run.evaluate(order) for order in orders),
+                     key=lambda c: (_goal_inversions(kb, c.options), c.score))
             new = set(c2.violations) - base_viol
             if new:
                 k = sorted(new)[0]
@@ -187,6 +211,29 @@ def _add_stages(run: Search, life: Lifecycle, needs: list[GoalNeed], chain: tupl
         life.whys[o.method] = why
 
 
+def _goal_rank(kb, mid: str) -> int | None:
+    order = list(kb.goals)
+    stage = [order.index(g) for g in kb.methods[mid].serves
+             if g in order and g not in SEARCH_GOALS and g not in BOOKENDS]
+    return min(stage) if stage else None
+
+
+def _goal_inversions(kb, options) -> int:
+    """Pairs of stage steps in the opposite order of their goals (adapt, specialise, align)."""
+    ranks = [r for r in (_goal_rank(kb, o.method) for o in options) if r is not None]
+    return sum(1 for i in range(len(ranks)) for j in range(i + 1, len(ranks)) if ranks[i] > ranks[j])
+
+
+def _goal_ordered(run: Search, full: tuple) -> list[tuple]:
+    """The canonical order with the stage steps of one stage sorted by their goals' order."""
+    kb = run.sp.kb
+    idx = run.sp.idx
+    order = sorted(full, key=lambda o: (idx.comp_order.get(kb.methods[o.method].component, 100),
+                                        _goal_rank(kb, o.method) if _goal_rank(kb, o.method)
+                                        is not None else -1, idx.rank.get(o.method, 0)))
+    return [tuple(order)] if run._valid(order) else []
+
+
 def _drop_redundant(run: Search, life: Lifecycle, needs: list[GoalNeed], core: set) -> None:
     """A stage step whose goals other steps already serve (a LoRA step next to the supervised
     tuning a DPO step requires) is dropped when the chain stays valid and within its limits."""
@@ -197,11 +244,11 @@ def _drop_redundant(run: Search, life: Lifecycle, needs: list[GoalNeed], core: s
         changed = False
         chain = list(life.cand.options)
         for o in chain:
-            mine = set(kb.methods[o.method].serves) & wanted
+            mine = goal_serves(kb, o.method) & wanted
             if o.key in core or not mine or run.rules.requires.get(o.method):
                 continue   # a step that pulled in what it requires is the one to keep
             rest = [x for x in chain if x is not o]
-            if not mine <= {g for x in rest for g in kb.methods[x.method].serves}:
+            if not mine <= {g for x in rest for g in goal_serves(kb, x.method)}:
                 continue
             if run.rules.check([x.method for x in rest], requires=True, first=True):
                 continue

@@ -118,6 +118,12 @@ def task_gain(kb: KB, m: Method, params: dict, held_tokens: dict[str, float]) ->
         note += (f"; scaled for {have / usual:.2g}x the data the figure used "
                  f"(power law, {DATA_SOURCE})")
         srcs = rng.sources + (DATA_SOURCE,)
+    elif not usual:
+        # the figure cannot be scaled to the user's data: it may not transfer at all
+        srcs = rng.sources
+        low = min(low, 0.0)
+        conf = "low"
+        note += "; the data the figure used is unknown, so its pessimistic end is no gain"
     else:
         srcs = rng.sources
     return Gain(value, min(low, value), max(high, value), tuple(dict.fromkeys(srcs)), conf, note)
