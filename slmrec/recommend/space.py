@@ -22,7 +22,7 @@ from typing import Any
 
 import networkx as nx
 
-from slmrec.estimate import (TOKENS_PER_UNIT, Arch, Estimator, ModelState, Option, Workload,
+from slmrec.estimate import (Arch, Estimator, ModelState, Option, Workload,
                              compile_option, param_grid)
 from slmrec.kb import KB
 from slmrec.recommend.rules import rules_for
