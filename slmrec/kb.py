@@ -15,11 +15,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, get_args
 
 import networkx as nx
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from slmrec import safeyaml
 from slmrec.errors import Problem, SlmrecError, unknown
@@ -194,6 +194,28 @@ def _record_label(section: str, item: object) -> str:
     return noun
 
 
+def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The record class a validation error location points into (for did-you-mean lists)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fld = cls.model_fields.get(str(part)) or next(
+            (f for f in cls.model_fields.values() if f.alias == part), None)
+        if fld is None:
+            return cls
+        todo, found = [fld.annotation], None
+        while todo and found is None:
+            t = todo.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                found = t
+            else:
+                todo += list(get_args(t))
+        if found is None:
+            return cls
+        cls = found
+    return cls
+
+
 def _parse_records(path: Path) -> tuple[list[tuple[str, Record, int | None]], list[Problem]]:
     shown = _display(path)
     data, lines, problems = read_yaml(path)
@@ -226,7 +248,8 @@ def _parse_records(path: Path) -> tuple[list[tuple[str, Record, int | None]], li
                 for err in exc.errors():
                     msg = err["msg"]
                     if err["type"] == "extra_forbidden":
-                        valid = [f.alias or n for n, f in cls.model_fields.items()]
+                        owner = _model_at(cls, err["loc"][:-1])
+                        valid = [f.alias or n for n, f in owner.model_fields.items()]
                         msg = unknown("field", str(err["loc"][-1]), valid)
                     elif err["type"] == "missing":
                         msg = "required field is missing"
@@ -331,6 +354,19 @@ def check_references(kb: KB) -> list[Problem]:
                 for k in ev.when:
                     if k not in m.params:
                         ref(m.id, label, f"effects.{kind}[{i}].when", k, m.params, "parameter")
+        for j, case in enumerate(m.effects.transform_cases):
+            fld = f"effects.transform_cases[{j}]"
+            for k, v in case.when.items():
+                spec = m.params.get(k)
+                if spec is None:
+                    ref(m.id, label, f"{fld}.when", k, m.params, "parameter")
+                elif spec.check(v):
+                    o = kb.origin.get(m.id)
+                    problems.append(Problem(o.file if o else "<kb>", f"{k}={v!r}: {spec.check(v)}",
+                                            label, f"{fld}.when.{k}", o.line if o else None))
+            for name, v in case:
+                if isinstance(v, str) and v.startswith("$") and v[1:] not in m.params:
+                    ref(m.id, label, f"{fld}.{name}", v[1:], m.params, "parameter")
         for part, obj in (("effects.transform", m.effects.transform), ("cost", m.cost)):
             for fld, v in obj:
                 if isinstance(v, str) and v.startswith("$") and v[1:] not in m.params:

@@ -315,8 +315,9 @@ class Evidence(Record):
         default_factory=dict, description="step parameters this figure applies to"
     )
     baseline: str | None = Field(
-        default=None, description="what the figure is relative to, e.g. 'fp16 base model', "
-                                  "'full fine-tuning'")
+        default=None, description="what the figure is relative to when that is not the step's "
+                                  "input model, e.g. 'full fine-tuning', 'LoRA at the same rank'; "
+                                  "the estimator reads only input-relative quality and recovery")
     model_params: float | None = Field(
         default=None, gt=0, description="parameters of the model the figure was measured on")
     scope: Literal["decode", "prefill", "throughput", "ttft", "training", "end-to-end"] | None = \
@@ -373,6 +374,17 @@ class Transform(Record):
     note: str | None = None
 
 
+class TransformCase(Transform):
+    """A transform that holds only for some parameter values (LoRA adds parameters only unmerged).
+
+    Its fields override the method's base transform when every `when` entry equals the step's
+    parameter value; the first matching case wins.
+    """
+
+    when: dict[str, float | int | str | bool] = Field(
+        min_length=1, description="step parameters (name: value) under which this case holds")
+
+
 class StepCost(Record):
     """How the step itself consumes memory and compute (the estimator reads this)."""
 
@@ -392,6 +404,9 @@ class StepCost(Record):
 
 class Effects(Record):
     transform: Transform = Field(default_factory=Transform)
+    transform_cases: list[TransformCase] = Field(
+        default_factory=list, description="transforms that hold only for some parameter values; "
+                                          "they override `transform` field by field")
     quality: list[Evidence] = Field(
         default_factory=list, description="relative quality loss in % (negative: a gain)"
     )
@@ -405,6 +420,16 @@ class Effects(Record):
         default_factory=list, description="relative improvement in % on the scenario's task "
                                           "objective (kept apart from general-text quality)"
     )
+
+    def transform_for(self, params: dict[str, object]) -> Transform:
+        """The base transform with the first case whose `when` matches `params` applied."""
+        for case in self.transform_cases:
+            if all(k in params and params[k] == v
+                   and isinstance(params[k], bool) == isinstance(v, bool)
+                   for k, v in case.when.items()):
+                override = case.model_dump(exclude={"when"}, exclude_unset=True)
+                return self.transform.model_copy(update=override)
+        return self.transform
 
 
 class Method(Record):
@@ -507,6 +532,9 @@ class BaseModelCard(Record):
                                         "use sliding_window")
     active_params: float | None = Field(
         default=None, gt=0, description="parameters used per token (mixture of experts)")
+    attention_layers: int | None = Field(
+        default=None, gt=0, description="hybrid models: layers with attention (and a KV cache); "
+                                        "the others are convolution or recurrent blocks")
     tokenizer: Id = Field(description="tokenizer family; equal ids share a vocabulary")
     license: str
     released: int | None = None
@@ -517,6 +545,19 @@ class BaseModelCard(Record):
     def _heads(self) -> "BaseModelCard":
         if self.heads % self.kv_heads:
             raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+        if self.global_every is not None and self.sliding_window is None:
+            raise ValueError("global_every needs sliding_window (the window of the other layers)")
+        if self.global_every is not None and self.global_every > self.layers:
+            raise ValueError(f"global_every ({self.global_every}) exceeds layers ({self.layers})")
+        if self.sliding_window is not None and self.sliding_window > self.context:
+            raise ValueError(f"sliding_window ({self.sliding_window}) exceeds context "
+                             f"({self.context})")
+        if self.attention_layers is not None and self.attention_layers > self.layers:
+            raise ValueError(f"attention_layers ({self.attention_layers}) exceeds layers "
+                             f"({self.layers})")
+        if self.active_params is not None and self.active_params > self.params:
+            raise ValueError(f"active_params ({self.active_params:g}) exceeds params "
+                             f"({self.params:g})")
         return self
 
     @property
