@@ -315,6 +315,20 @@ def load_kb(paths: Iterable[Path | str] | None = None, *, shipped: bool = True) 
     return kb
 
 
+def serve_problem(m: Method, goal: Goal) -> str | None:
+    """Why `m` cannot serve `goal` under the goal's `served_by` condition, or None."""
+    need = goal.served_by
+    if need.yields and not set(need.yields) & set(m.yields):
+        return (f"cannot serve goal '{goal.id}': only a step that yields "
+                f"{' or '.join(need.yields)} may (goal served_by.yields); the method's yields is "
+                f"{m.yields or 'empty'}")
+    if need.training and not (m.requires.training or m.cost.passes == "train"):
+        return (f"cannot serve goal '{goal.id}': only a step that trains may (goal "
+                "served_by.training); the method neither requires training nor has cost.passes "
+                "'train'")
+    return None
+
+
 def check_references(kb: KB) -> list[Problem]:
     """Every cross-reference resolves; orderings are acyclic and consistent."""
     problems: list[Problem] = []
@@ -345,6 +359,11 @@ def check_references(kb: KB) -> list[Problem]:
         cite(m.id, label, "sources", m.sources)
         for i, g in enumerate(m.serves):
             ref(m.id, label, f"serves[{i}]", g, kb.goals, "goal")
+            why = serve_problem(m, kb.goals[g]) if g in kb.goals else None
+            if why:
+                o = kb.origin.get(m.id)
+                problems.append(Problem(o.file if o else "<kb>", why, label, f"serves[{i}]",
+                                        o.line if o else None))
         for fld in ("hardware_to_run", "hardware_to_run_any", "hardware_to_benefit"):
             for i, cap in enumerate(getattr(m.requires, fld)):
                 ref(m.id, label, f"requires.{fld}[{i}]", cap, kb.capabilities, "capability")

@@ -290,6 +290,10 @@ class Requirements(Record):
     tokenizer_match: bool = Field(
         default=False, description="teacher and student must share a tokenizer/vocabulary"
     )
+    tokenizer_mismatch: bool = Field(
+        default=False, description="useful only when teacher and student tokenizers differ "
+                                   "(cross-tokenizer distillation); with a shared tokenizer the "
+                                   "same-tokenizer methods do the job")
     training: bool = False
     compute: ComputeScale = ComputeScale.none
     hardware_to_run: list[Id] = Field(default_factory=list, description="capability ids")
@@ -297,6 +301,14 @@ class Requirements(Record):
         default_factory=list, description="capability ids of which at least one is needed")
     hardware_to_benefit: list[Id] = Field(default_factory=list, description="capability ids")
     note: str | None = None
+
+    @model_validator(mode="after")
+    def _tokenizers(self) -> "Requirements":
+        if self.tokenizer_match and self.tokenizer_mismatch:
+            raise ValueError("tokenizer_match and tokenizer_mismatch cannot both be true")
+        if self.tokenizer_mismatch and self.teacher == TeacherAccess.none:
+            raise ValueError("tokenizer_mismatch needs a teacher (requires.teacher)")
+        return self
 
 
 class Evidence(Record):
@@ -445,6 +457,10 @@ class Method(Record):
     cost: StepCost = Field(default_factory=StepCost)
     params: dict[str, ParamSpec] = Field(default_factory=dict)
     serves: list[Id] = Field(default_factory=list, description="goal ids this method serves")
+    yields: list[Literal["artifact", "runtime"]] = Field(
+        default_factory=list, description="what the step hands to the target: an artifact (a "
+                                          "file in a format a runtime loads) or a runtime that "
+                                          "serves the model (goals may require one to be served)")
     runner: str | None = Field(default=None, description="runner id that executes this method")
     plannable: bool = Field(
         default=True, description="false for methods that are knowledge only, not plan steps"
@@ -565,6 +581,14 @@ class BaseModelCard(Record):
         return self.head_dim or self.hidden // self.heads
 
 
+class GoalServedBy(Record):
+    """What a method must be to serve a goal (checked by the loader for every `serves`)."""
+
+    yields: list[Literal["artifact", "runtime"]] = Field(
+        default_factory=list, description="the method must yield one of these (method `yields`)")
+    training: bool = Field(default=False, description="the method must train the model")
+
+
 class Goal(Record):
     """What a lifecycle must achieve for a scenario; methods say which goals they serve."""
 
@@ -572,6 +596,7 @@ class Goal(Record):
     name: str
     summary: str = Field(min_length=1)
     sources: list[Id] = Field(min_length=1)
+    served_by: GoalServedBy = Field(default_factory=GoalServedBy)
 
 
 # Top-level keys a KB file may hold, and the record type of each.

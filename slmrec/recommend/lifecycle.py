@@ -69,10 +69,11 @@ def _stage_options(run: Search, need: GoalNeed, chain: tuple[Option, ...]) -> li
             pool += [o for o in sp.idx.options.get(mid, ()) if o.quality is not None]
     for o in pool:
         m = kb.methods[o.method]
-        if goal not in m.serves or o.method in have or o.method in by_method:
+        # which methods may serve a goal is data: `serves`, held to the goal's `served_by`
+        # (a stage goal needs a step that trains, deploy-runtime one that yields an artifact or
+        # a runtime) by the loader
+        if goal not in goal_serves(kb, o.method) or o.method in have or o.method in by_method:
             continue
-        if goal not in BOOKENDS and not (m.requires.training or o.cost["passes"] == "train"):
-            continue   # a goal about what the model knows or does is served by training it
         if need.tiers and m.requires.data.value not in need.tiers:
             continue   # it must use what implied the goal (the domain corpus, the pairs)
         by_method[o.method] = o
