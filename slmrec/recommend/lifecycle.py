@@ -41,6 +41,7 @@ class Lifecycle:
     missing: dict[str, str] = field(default_factory=dict)         # goal -> why uncovered
     tried: dict[str, str] = field(default_factory=dict)           # method -> why not chosen
     goals: list[GoalNeed] = field(default_factory=list)
+    core: Candidate | None = None   # the fit-the-target chain the stages were added to
 
     @property
     def complete(self) -> bool:
@@ -118,9 +119,11 @@ def compose(run: Search, cand: Candidate, needs: list[GoalNeed]) -> Lifecycle:
     kb = sp.kb
     held = sp.sc.data.tokens()
     chain = tuple(cand.options)
-    life = Lifecycle(cand, cand.score, goals=needs)
+    life = Lifecycle(cand, cand.score, goals=needs, core=cand)
     base_viol = set(cand.violations)
-    saved = run.max_steps   # max_steps bounds the fit-the-target chain; stages come on top
+    # max_steps bounds the steps that change the model, stages included (checked per stage in
+    # _add_stages); the search's own bound is lifted so that bookends can be placed
+    saved = run.max_steps
     run.max_steps = max(saved, len(chain)) + 3 * len(needs)
     try:
         _add_stages(run, life, needs, chain, base_viol, held)
@@ -154,6 +157,13 @@ def _add_stages(run: Search, life: Lifecycle, needs: list[GoalNeed], chain: tupl
         if g in SEARCH_GOALS:
             continue
         if g in covered([o.method for o in chain], kb, True):
+            continue
+        limit = sp.sc.preferences.max_steps
+        used = sum(1 for o in chain if not set(goal_serves(kb, o.method)) & set(BOOKENDS))
+        if g not in BOOKENDS and used >= limit:
+            life.missing[g] = (f"{goal_name(kb, g)} ({need.why}) is not covered: the plan already "
+                               f"has {used} steps that change the model (preferences.max_steps "
+                               f"{limit}; evaluation and deployment steps come on top)")
             continue
         best = None
         opts = _stage_options(run, need, chain)
