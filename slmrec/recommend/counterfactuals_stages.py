@@ -62,8 +62,19 @@ def stage_counterfactuals(idx: KBIndex, sc: Scenario, core: Candidate, run: Sear
     have = {o.method for o in life.cand.options}
     out: list[Counterfactual] = []
     done: set[str] = set()
-    for field_name, value, text, variant in (variants + _device_variants(kb, sc)
-                                             + _steps_variant(sc, life)):
+    wanted = {n.goal for n in life.goals}
+    missing = bool(set(life.missing) - set(BOOKENDS))
+    # only a relaxation that implies a new goal, or one tried while a stage goal is uncovered or
+    # a stage step was refused on the training device, can add a stage: the others are skipped
+    # (each try costs a space and a composition)
+    tries = [v for v in variants
+             if missing or {n.goal for n in implied_goals(v[3], kb)} - wanted]
+    stage_goals = wanted - set(BOOKENDS) - set(SEARCH_GOALS)
+    refused = any(why.kind == "constraint" and goal_serves(kb, mid) & stage_goals
+                  for mid, why in run.sp.rejected.items())   # e.g. step memory on the device
+    if missing or life.device_bound or refused:
+        tries += _device_variants(kb, sc)
+    for field_name, value, text, variant in tries + _steps_variant(sc, life):
         kind = field_name.split(".")[0] if not field_name.startswith("compute") else "compute"
         if kind in done:
             continue

@@ -42,6 +42,7 @@ class Lifecycle:
     tried: dict[str, str] = field(default_factory=dict)           # method -> why not chosen
     goals: list[GoalNeed] = field(default_factory=list)
     core: Candidate | None = None   # the fit-the-target chain the stages were added to
+    device_bound: set[str] = field(default_factory=set)   # stage steps refused for step limits
 
     @property
     def complete(self) -> bool:
@@ -191,6 +192,8 @@ def _add_stages(run: Search, life: Lifecycle, needs: list[GoalNeed], chain: tupl
                 k = sorted(new)[0]
                 v, lim = c2.violations[k]
                 label, unit = _LABELS.get(k, (k.replace("_", " "), ""))
+                if k.startswith("step_"):
+                    life.device_bound.add(o.method)
                 life.tried[o.method] = (f"with it the {label} is {v:,.0f} {unit} > {lim:,.0f} "
                                         f"{unit} on {_device(run, k)}")
                 continue
