@@ -13,21 +13,25 @@ plain floats on a slotted `ModelState`; `predict_chain` wraps the same arithmeti
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
+from slmrec.estimate.arch import (BITS_PRECISIONS, Arch, Workload, _float_peak, _peak,
+                                  _precision_ok, hardware_class)
+from slmrec.estimate.evidence import ZERO
+from slmrec.estimate.formats import Shape, formats_of
+from slmrec.estimate.options import Option
+from slmrec.estimate.runtimes import profile, runtime_for_methods
+from slmrec.estimate.state import ModelState, StepCost, compose_quality
 from slmrec.kb import KB
 from slmrec.plan import Prediction
-from slmrec.schema import BaseModelCard, ComputeScale, Evidence, EvidenceBasis, Hardware, Method
+from slmrec.schema import ComputeScale, Hardware
 
 # ---- constants (documented in docs/estimator.md; calibration corrects what they miss) -------
 MB = 1e6                      # sizes and memory are reported in MB = 10^6 bytes
-BANDWIDTH_EFFICIENCY = 0.7    # share of peak memory bandwidth a decode step reaches
-COMPUTE_EFFICIENCY = 0.5      # share of peak FLOP/s a prefill (or a training step) reaches
+BANDWIDTH_EFFICIENCY = 0.7    # without runtime profiles in the KB: share of peak bandwidth
+COMPUTE_EFFICIENCY = 0.5      # share of peak FLOP/s a training step reaches
 RUNTIME_OVERHEAD_MB = {"cpu": 50.0, "soc": 50.0, "npu": 50.0, "gpu": 500.0}
 PREFILL_CHUNK = 512           # tokens whose activations are live at once during prefill
 TRAIN_MICRO_TOKENS = 2048     # tokens per micro-batch when a step trains
@@ -39,13 +43,6 @@ DEFAULT_STEP_TOKENS = {ComputeScale.none: 0.0, ComputeScale.calibration: 128 * 5
 PRETRAIN_TOKENS_PER_PARAM = 20.0          # Chinchilla compute-optimal
 # Tokens one unit of a data amount stands for (shared with slmrec.scenario).
 TOKENS_PER_UNIT = {"tokens": 1.0, "samples": 512.0, "examples": 256.0, "pairs": 512.0}
-# Which hardware precisions give native speed to weights of a given bit width.
-BITS_PRECISIONS = {32: ("fp32", "tf32"), 16: ("fp16", "bf16"), 8: ("int8", "fp8"),
-                   4: ("int4", "fp4")}
-# Capabilities that mean native arithmetic at a precision (kb/capabilities.yaml).
-CAPABILITY_PRECISION = {"fp16-compute": "fp16", "bf16-compute": "bf16", "int8-kernels": "int8",
-                        "fp8-tensor-cores": "fp8"}
-# Index overhead when a sparse kernel stores only the kept weights (bits per weight).
 SPARSE_INDEX_BITS = {"semi-structured": 2.0, "unstructured": 1.0}
 
 MODEL_METRICS = ("params", "bits_per_weight", "sparsity", "size_mb", "inference_memory_mb",
@@ -55,359 +52,6 @@ UNITS = {"params": "count", "bits_per_weight": "bits", "sparsity": "fraction", "
          "inference_memory_mb": "MB", "decode_ms_per_token": "ms", "prefill_ms": "ms",
          "quality_loss_pct": "%", "step_peak_memory_mb": "MB", "step_tflop": "TFLOP",
          "step_hours": "h", "throughput_tok_s": "tokens/s"}
-STRUCTURE_FIELDS = ("params_fraction_removed", "mlp_fraction_removed", "layers_fraction_removed",
-                    "heads_fraction_removed", "kv_heads", "vocab_size", "rank_fraction")
-TRANSFORM_FIELDS = ("weight_bits", "embedding_bits", "activation_bits", "kv_cache_bits", "sparsity",
-                    *STRUCTURE_FIELDS, "adds_params_fraction")
-
-
-# --------------------------------------------------------------------------------------------
-# Evidence ranges
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Range:
-    value: float
-    low: float
-    high: float
-    sources: tuple[str, ...] = ()
-    basis: str = "evidence"
-    note: str | None = None
-
-
-ZERO = Range(0.0, 0.0, 0.0, (), "analytic")
-
-
-def _same(a: object, b: object) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a == b
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
-
-
-def _combine(evs: list[Evidence]) -> Range:
-    lows = [e.low for e in evs]
-    highs = [e.high for e in evs]
-    mids = sorted((e.low + e.high) / 2 for e in evs)
-    n = len(mids)
-    mid = mids[n // 2] if n % 2 else (mids[n // 2 - 1] + mids[n // 2]) / 2
-    basis = "measured" if all(e.basis is EvidenceBasis.measured for e in evs) else "evidence"
-    return Range(mid, min(lows), max(highs), tuple(dict.fromkeys(e.source for e in evs)), basis)
-
-
-def match_evidence(evidence: list[Evidence], params: dict[str, Any]) -> Range | None | str:
-    """The range the KB gives for these parameter values.
-
-    Entries whose `when` equals the parameters on every key they name apply (the most specific
-    ones win; several are combined: union of ranges, median of midpoints). With none applying, a
-    single numeric parameter is interpolated linearly between the two nearest entries that agree
-    on everything else. Returns None when there is no evidence at all, the string
-    'unpublished' when only unpublished notes exist, and 'uncovered' when evidence exists but
-    none covers these values.
-    """
-    numeric = [e for e in evidence if e.basis is not EvidenceBasis.unpublished]
-    if not numeric:
-        return "unpublished" if evidence else None
-    applying = [e for e in numeric if all(k in params and _same(params[k], v)
-                                          for k, v in e.when.items())]
-    if applying:
-        best = max(len(e.when) for e in applying)
-        return _combine([e for e in applying if len(e.when) == best])
-    # Interpolate along one numeric parameter.
-    for key, x in params.items():
-        if isinstance(x, bool) or not isinstance(x, (int, float)):
-            continue
-        line = [e for e in numeric if isinstance(e.when.get(key), (int, float))
-                and not isinstance(e.when.get(key), bool)
-                and all(k == key or (k in params and _same(params[k], v)) for k, v in e.when.items())]
-        below = [e for e in line if e.when[key] < x]
-        above = [e for e in line if e.when[key] > x]
-        if below and above:
-            lo_x = max(e.when[key] for e in below)
-            hi_x = min(e.when[key] for e in above)
-            a = _combine([e for e in below if e.when[key] == lo_x])
-            b = _combine([e for e in above if e.when[key] == hi_x])
-            t = (x - lo_x) / (hi_x - lo_x)
-            lerp = lambda u, v: u + t * (v - u)  # noqa: E731
-            return Range(lerp(a.value, b.value), min(a.low, b.low, lerp(a.low, b.low)),
-                         max(a.high, b.high, lerp(a.high, b.high)), a.sources + b.sources,
-                         a.basis, f"interpolated in {key} between {lo_x} and {hi_x}")
-    return "uncovered"
-
-
-# --------------------------------------------------------------------------------------------
-# Options: one method with concrete parameter values, resolved once per KB
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Option:
-    method: str
-    params: dict[str, Any]
-    t: dict[str, float]                      # resolved transform numbers
-    structure: str | None
-    group_overhead_bits: float
-    fields: frozenset[str]                   # transform fields this option sets
-    quality: Range | None                    # None: quality unknown (see quality_status)
-    quality_status: str                      # ok | lossless | missing | unpublished | uncovered
-    recovery: Range | None
-    speedup: Range | None
-    cost: dict[str, Any]
-    lossy: bool
-    int_quant: bool                          # sets integer weight bits (< 16)
-    edits_structure: bool                    # removes structure or zeroes weights
-    trains_all: bool                         # updates every weight with a full optimizer
-    from_scratch: bool = False               # leaves random weights (a design choice)
-    sources: tuple[str, ...] = ()
-    key: tuple = ()
-
-    def __post_init__(self) -> None:
-        self.key = (self.method, tuple(sorted((k, str(v)) for k, v in self.params.items())))
-
-    def label(self) -> str:
-        if not self.params:
-            return self.method
-        return self.method + "(" + ", ".join(f"{k}={v}" for k, v in self.params.items()) + ")"
-
-
-def _resolve(value: Any, params: dict[str, Any]) -> Any:
-    if isinstance(value, str) and value.startswith("$"):
-        return params.get(value[1:])
-    return value
-
-
-def default_params(m: Method) -> dict[str, Any]:
-    return {k: s.default for k, s in m.params.items() if s.default is not None}
-
-
-def param_grid(m: Method, limit: int = 64) -> list[dict[str, Any]]:
-    """Defaults, with every parameter that declares `search` values varied over them."""
-    base = default_params(m)
-    searched = [(k, list(s.search)) for k, s in m.params.items() if s.search]
-    if not searched:
-        return [base]
-    out = []
-    for combo in itertools.product(*(vals for _, vals in searched)):
-        p = dict(base)
-        p.update({k: v for (k, _), v in zip(searched, combo)})
-        out.append(p)
-        if len(out) >= limit:
-            break
-    return out
-
-
-def compile_option(m: Method, params: dict[str, Any]) -> Option:
-    tr = m.effects.transform
-    t: dict[str, float] = {}
-    for name in TRANSFORM_FIELDS:
-        v = _resolve(getattr(tr, name), params)
-        if v is not None and not isinstance(v, bool):
-            try:
-                t[name] = float(v)
-            except (TypeError, ValueError):
-                continue
-    gs = _resolve(tr.group_size, params)
-    if gs is not None:
-        try:
-            t["group_size"] = float(gs)
-        except (TypeError, ValueError):
-            pass
-    fields = frozenset(k for k in t if k != "group_size")
-    wb = t.get("weight_bits")
-    int_quant = wb is not None and wb < 16
-    edits = bool(t.get("sparsity")) or any(
-        t.get(f) for f in ("params_fraction_removed", "mlp_fraction_removed",
-                           "layers_fraction_removed", "heads_fraction_removed")) or "kv_heads" in t or "rank_fraction" in t \
-        or "vocab_size" in t
-    lossy = (int_quant or edits or tr.init_from_scratch
-             or ("activation_bits" in t and t["activation_bits"] < 16)
-             or ("kv_cache_bits" in t and t["kv_cache_bits"] < 16))
-    q = match_evidence(m.effects.quality, params)
-    if isinstance(q, Range):
-        quality, status = q, "ok"
-    elif lossy:
-        quality, status = None, (q or "missing")
-    else:
-        quality, status = ZERO, "lossless"
-    rec = match_evidence(m.effects.recovery, params)
-    spd = match_evidence(m.effects.speedup, params)
-    c = m.cost
-    cost = {
-        "passes": c.passes,
-        "tokens": _num(_resolve(c.tokens, params)),
-        "optimizer": c.optimizer,
-        "trainable_fraction": _num(_resolve(c.trainable_fraction, params)),
-        "teacher_resident": c.teacher_resident,
-        "hessian": c.hessian,
-        "bits_during": _num(_resolve(c.weight_bits_during, params)),
-    }
-    if m.requires.training and cost["passes"] == "none":
-        cost["passes"] = "train"
-    return Option(
-        method=m.id, params=params, t=t, structure=tr.sparsity_structure,
-        group_overhead_bits=tr.group_overhead_bits, fields=fields, quality=quality,
-        quality_status=status, recovery=rec if isinstance(rec, Range) else None,
-        speedup=spd if isinstance(spd, Range) else None, cost=cost, lossy=lossy,
-        int_quant=int_quant, edits_structure=edits, trains_all=(cost["optimizer"] == "full"),
-        from_scratch=tr.init_from_scratch, sources=tuple(m.sources))
-
-
-def _num(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
-# --------------------------------------------------------------------------------------------
-# Model state
-# --------------------------------------------------------------------------------------------
-
-
-class ModelState:
-    """The model after some steps: parameter groups, architecture, storage and quality."""
-
-    __slots__ = ("embed", "qo", "kvp", "mlp", "other", "extra", "layers", "hidden", "heads",
-                 "kv_heads", "head_dim", "intermediate", "vocab", "tied", "bits", "read_bits",
-                 "embed_bits", "embed_read_bits", "sparsity", "structure", "sparse_credit",
-                 "kv_bits", "act_bits", "speedup", "q", "q_lo", "q_hi", "int_quant")
-
-    def copy(self) -> "ModelState":
-        new = ModelState.__new__(ModelState)
-        new.embed = self.embed
-        new.qo = self.qo
-        new.kvp = self.kvp
-        new.mlp = self.mlp
-        new.other = self.other
-        new.extra = self.extra
-        new.layers = self.layers
-        new.hidden = self.hidden
-        new.heads = self.heads
-        new.kv_heads = self.kv_heads
-        new.head_dim = self.head_dim
-        new.intermediate = self.intermediate
-        new.vocab = self.vocab
-        new.tied = self.tied
-        new.bits = self.bits
-        new.read_bits = self.read_bits
-        new.embed_bits = self.embed_bits
-        new.embed_read_bits = self.embed_read_bits
-        new.sparsity = self.sparsity
-        new.structure = self.structure
-        new.sparse_credit = self.sparse_credit
-        new.kv_bits = self.kv_bits
-        new.act_bits = self.act_bits
-        new.speedup = self.speedup
-        new.q = self.q
-        new.q_lo = self.q_lo
-        new.q_hi = self.q_hi
-        new.int_quant = self.int_quant
-        return new
-
-    @property
-    def nonembed(self) -> float:
-        return self.qo + self.kvp + self.mlp + self.other
-
-    @property
-    def params(self) -> float:
-        return self.embed + self.nonembed + self.extra
-
-
-@dataclass
-class Arch:
-    """Architecture figures of a base model (a catalog card or a local config.json)."""
-
-    id: str
-    params: float
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    context: int
-    tied: bool
-    tokenizer: str | None = None
-    sources: tuple[str, ...] = ()
-
-    @classmethod
-    def from_card(cls, card: BaseModelCard) -> "Arch":
-        return cls(card.id, card.params, card.layers, card.hidden, card.intermediate, card.heads,
-                   card.kv_heads, card.dim_head, card.vocab, card.context, card.tied_embeddings,
-                   card.tokenizer, tuple(card.sources))
-
-    @classmethod
-    def from_config(cls, path: Path, name: str | None = None) -> "Arch":
-        """Read a Hugging Face config.json (JSON only; nothing is executed)."""
-        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-        cfg = cfg.get("text_config", cfg)
-        hidden = int(cfg["hidden_size"])
-        heads = int(cfg["num_attention_heads"])
-        kv = int(cfg.get("num_key_value_heads") or heads)
-        hd = int(cfg.get("head_dim") or hidden // heads)
-        layers = int(cfg["num_hidden_layers"])
-        inter = int(cfg.get("intermediate_size") or 4 * hidden)
-        vocab = int(cfg["vocab_size"])
-        tied = bool(cfg.get("tie_word_embeddings", False))
-        per_layer = 2 * hidden * heads * hd + 2 * hidden * kv * hd + 3 * hidden * inter + 2 * hidden
-        params = layers * per_layer + vocab * hidden * (1 if tied else 2) + hidden
-        return cls(name or path.name, float(params), layers, hidden, inter, heads, kv, hd, vocab,
-                   int(cfg.get("max_position_embeddings") or 2048), tied,
-                   f"local:{path.name}", ())
-
-
-@dataclass(frozen=True)
-class Workload:
-    context: int = 2048        # tokens held in the KV cache (prompt plus generation)
-    prompt_tokens: int = 512   # tokens processed by one prefill
-    batch: int = 1             # sequences decoded together
-
-
-def _precision_ok(bits: float, hw: Hardware) -> bool:
-    names = {p.value for p in hw.precisions} | {CAPABILITY_PRECISION[c] for c in hw.capabilities
-                                                 if c in CAPABILITY_PRECISION}
-    key = min(BITS_PRECISIONS, key=lambda b: abs(b - bits))
-    return any(n in names for n in BITS_PRECISIONS[key])
-
-
-def _peak(hw: Hardware, names: Iterable[str]) -> float:
-    vals = [v for p, v in hw.peak_tflops.items() if p.value in names]
-    return max(vals) if vals else 0.0
-
-
-def _float_peak(hw: Hardware, bits: float) -> float:
-    """Peak TFLOP/s for float work at `bits`; without a published figure, the lowest figure the
-    profile gives (a conservative stand-in)."""
-    return _peak(hw, BITS_PRECISIONS[16]) if bits <= 16 and _peak(hw, BITS_PRECISIONS[16]) \
-        else _peak(hw, BITS_PRECISIONS[32]) or min(hw.peak_tflops.values())
-
-
-def compose_quality(n: ModelState, s: ModelState, opt: Option) -> None:
-    """Losses compound multiplicatively; recovery takes back a share of what was lost so far."""
-    q = opt.quality or ZERO
-    n.q = ((1 + s.q / 100) * (1 + q.value / 100) - 1) * 100
-    n.q_lo = ((1 + s.q_lo / 100) * (1 + q.low / 100) - 1) * 100
-    n.q_hi = ((1 + s.q_hi / 100) * (1 + q.high / 100) - 1) * 100
-    r = opt.recovery
-    if r is not None:
-        if n.q > 0:
-            n.q *= 1 - min(max(r.value, 0.0), 1.0)
-        if n.q_lo > 0:
-            n.q_lo *= 1 - min(max(r.high, 0.0), 1.0)
-        if n.q_hi > 0:
-            n.q_hi *= 1 - min(max(r.low, 0.0), 1.0)
-
-
-@dataclass
-class StepCost:
-    peak_memory_mb: float
-    tflop: float
-    hours: float
 
 
 class Estimator:
@@ -416,7 +60,7 @@ class Estimator:
     def __init__(self, kb: KB, arch: Arch, hardware: Hardware, workload: Workload | None = None,
                  *, compute_hardware: Hardware | None = None, teacher: Arch | None = None,
                  base_bits: float = 16.0, calibration: Any = None,
-                 data_tokens: dict[str, float] | None = None):
+                 data_tokens: dict[str, float] | None = None, runtime: str | None = None):
         self.kb = kb
         self.arch = arch
         self.hw = hardware
@@ -432,11 +76,21 @@ class Estimator:
         self.float_bits = 16.0 if has16 else 32.0
         self.peak_float = _float_peak(hardware, self.float_bits)
         self.bw = hardware.memory_bandwidth_gbs * 1e9 * BANDWIDTH_EFFICIENCY
+        self.bw_peak = hardware.memory_bandwidth_gbs * 1e9
         self.overhead_mb = RUNTIME_OVERHEAD_MB.get(hardware.kind, 50.0)
         self.compute_overhead_mb = RUNTIME_OVERHEAD_MB.get(self.chw.kind, 50.0)
         self.compute_peak = _float_peak(self.chw, 16)
         self.sources_hw = tuple(hardware.sources)
         self._accel: dict[tuple, tuple[bool, bool, bool]] = {}
+        self.hw_class = hardware_class(hardware)
+        self.runtime = runtime
+        self.profile = profile(kb, runtime, self.hw_class)
+        self.formats = formats_of(kb)
+
+    def use_runtime(self, runtime: str | None) -> None:
+        """Price decode and prefill with this runtime's profile (None: the default runtime)."""
+        self.runtime = runtime
+        self.profile = profile(self.kb, runtime, self.hw_class)
 
     # ---- the starting point ---------------------------------------------------------------
 
@@ -447,7 +101,16 @@ class Estimator:
         nonembed = max(a.params - embed, 0.0)
         qo = 2.0 * a.hidden * a.heads * a.head_dim * a.layers
         kvp = 2.0 * a.hidden * a.kv_heads * a.head_dim * a.layers
-        mlp = 3.0 * a.hidden * a.intermediate * a.layers
+        mlp = float(a.mlp_matrices) * a.hidden * a.intermediate * a.layers
+        s.experts, s.active_share = 1.0, 1.0
+        if a.active_params and a.active_params < a.params:   # MoE: experts fill the remainder
+            total_mlp = max(nonembed - qo - kvp, mlp)
+            s.experts = total_mlp / mlp if mlp else 1.0
+            s.active_share = max(min((a.active_params - embed - qo - kvp) / total_mlp, 1.0), 0.0) \
+                if total_mlp else 1.0
+            mlp = total_mlp
+        s.mlp_mats = a.mlp_matrices
+        s.format = None
         arch_sum = qo + kvp + mlp
         if arch_sum > nonembed > 0:  # the card's total wins; keep the shares of the groups
             f = nonembed / arch_sum
@@ -553,6 +216,8 @@ class Estimator:
                 n.embed_bits = eb
                 n.embed_read_bits = eb if precision_ok else max(s.embed_read_bits, eb)
             n.int_quant = wb < 16 or s.int_quant
+        if opt.format:
+            self._apply_format(n, opt.format)
         if "activation_bits" in t and precision_ok:
             n.act_bits = t["activation_bits"]
         if "kv_cache_bits" in t:
@@ -565,9 +230,39 @@ class Estimator:
             n.speedup = s.speedup * opt.speedup.value
         return n
 
+    def shape(self, s: ModelState) -> Shape:
+        """The tensor shapes of a state (what a storage format prices)."""
+        per_layer = (2 * s.hidden * (s.heads + s.kv_heads) * s.head_dim
+                     + s.mlp_mats * s.hidden * s.intermediate * s.experts)
+        matrices = s.layers * per_layer + s.vocab * s.hidden * (1 if s.tied else 2)
+        return Shape(int(round(s.layers)), int(s.hidden), max(int(round(s.intermediate)), 1),
+                     int(round(s.heads)), int(round(s.kv_heads)), int(s.head_dim),
+                     int(round(s.vocab)), bool(s.tied), int(s.mlp_mats), s.experts,
+                     max(s.params - matrices, 0.0))
+
+    def _apply_format(self, n: ModelState, fmt: str) -> None:
+        """Store the state in a KB format: bits come from its per-tensor layout."""
+        f = self.formats.get(fmt)
+        n.format = f.id
+        by = self.formats.bits_by_class(f.id, self.shape(n))
+        lin = [k for k in by if k not in ("embed", "output")]
+        w = {k: 1.0 for k in lin}
+        n.bits = sum(by[k] * w[k] for k in lin) / len(lin) if lin else n.bits
+        n.embed_bits = by.get("embed", by.get("output", n.embed_bits))
+        deq = self.formats.dequantizes(f.id)
+        n.read_bits = n.bits
+        n.embed_read_bits = by.get("output", n.embed_bits)
+        n.int_quant = n.int_quant or deq
+
     # ---- metrics of a state ---------------------------------------------------------------
 
     def weight_bytes(self, s: ModelState, *, read: bool) -> float:
+        if s.format:
+            shape = self.shape(s)
+            extra = s.extra * (self.float_bits if read else 16) / 8
+            if read:
+                return self.formats.read_bytes(s.format, shape, s.active_share) + extra
+            return self.formats.size_bytes(s.format, shape) + extra
         bits = s.read_bits if read else s.bits
         lin = s.nonembed * bits
         if s.sparsity and s.sparse_credit:
@@ -575,12 +270,15 @@ class Estimator:
             lin = s.nonembed * ((1 - s.sparsity) * bits + idx)
         if read:
             head = s.vocab * s.hidden * s.embed_read_bits  # the output projection, read per token
+            if s.active_share < 1.0:   # MoE: only the routed experts are read per token
+                lin -= s.mlp * (1 - s.active_share) * bits
             return (lin + head + s.extra * self.float_bits) / 8
         return (lin + s.embed * s.embed_bits + s.extra * 16) / 8
 
     def kv_bytes(self, s: ModelState) -> float:
-        return (2 * s.layers * s.kv_heads * s.head_dim * self.wl.context * self.wl.batch
-                * s.kv_bits / 8)
+        """KV cache: sliding-window layers hold at most their window."""
+        positions = self.arch.kv_positions(self.wl.context) * (s.layers / self.arch.layers)
+        return 2 * positions * s.kv_heads * s.head_dim * self.wl.batch * s.kv_bits / 8
 
     def metrics(self, s: ModelState) -> tuple[float, float, float, float, float, float, float]:
         """(params, bits_per_weight, sparsity, size_mb, inference_memory_mb, decode_ms, prefill_ms)"""
@@ -600,14 +298,18 @@ class Estimator:
         if s.act_bits is not None:
             peak = _peak(self.hw, BITS_PRECISIONS[min(BITS_PRECISIONS, key=lambda b: abs(b - s.act_bits))]) \
                 or peak
-        flops_tok = 2 * active + 4 * s.layers * s.heads * s.head_dim * wl.context
-        t_mem = (self.weight_bytes(s, read=True) + kv) / self.bw
-        t_cmp = flops_tok * wl.batch / (peak * 1e12 * COMPUTE_EFFICIENCY)
-        decode = max(t_mem, t_cmp) * 1000 / s.speedup
+        if s.active_share < 1.0:
+            active -= s.mlp * (1 - s.active_share)
+        attn_positions = self.arch.kv_positions(wl.context) / self.arch.layers
+        flops_tok = 2 * active + 4 * s.layers * s.heads * s.head_dim * attn_positions
+        read = self.weight_bytes(s, read=True)
+        prof = self.profile
+        deq = s.int_quant and not (s.format is None and s.read_bits >= 16)
+        decode = prof.decode_s(read + kv, self.bw_peak, s.layers, deq,
+                               flops_tok * wl.batch, peak * 1e12) * 1000 / s.speedup
         p = wl.prompt_tokens
         pf_flops = wl.batch * (2 * active * p + 2 * s.layers * s.heads * s.head_dim * p * p)
-        prefill = max(pf_flops / (peak * 1e12 * COMPUTE_EFFICIENCY),
-                      self.weight_bytes(s, read=True) / self.bw) * 1000
+        prefill = prof.prefill_s(pf_flops, peak * 1e12, read, self.bw_peak, s.layers) * 1000
         bpw = size * 8 / params if params else 0.0
         return params, bpw, s.sparsity, size / MB, memory, decode, prefill
 
@@ -668,6 +370,10 @@ class Estimator:
     # ---- full predictions with units and sources ------------------------------------------
 
     def predict_chain(self, options: list[Option]) -> "ChainPrediction":
+        if self.runtime is None:   # the plan's deployment step names the runtime
+            found = runtime_for_methods(self.kb, [o.method for o in options])
+            if found:
+                self.profile = profile(self.kb, found, self.hw_class)
         s = self.initial_state()
         base = self._model_predictions(s, None, ())
         steps = []
@@ -763,4 +469,5 @@ class ChainPrediction:
         out["step_hours"] = Prediction(value=_r(hours), low=_r(hours), high=_r(hours), unit="h",
                                        basis="analytic", sources=srcs)
         return out
+
 
