@@ -86,11 +86,19 @@ class Estimator:
         self.runtime = runtime
         self.profile = profile(kb, runtime, self.hw_class)
         self.formats = formats_of(kb)
+        self._bind_calibration()
+
+    def _bind_calibration(self) -> None:
+        """Calibration offsets depend on hardware class, runtime and model size: bind them."""
+        if hasattr(self.calibration, "bind"):
+            self.calibration = self.calibration.bind(self.kb, self.hw_class,
+                                                     self.profile.runtime, self.arch.params)
 
     def use_runtime(self, runtime: str | None) -> None:
         """Price decode and prefill with this runtime's profile (None: the default runtime)."""
         self.runtime = runtime
         self.profile = profile(self.kb, runtime, self.hw_class)
+        self._bind_calibration()
 
     # ---- the starting point ---------------------------------------------------------------
 
@@ -374,6 +382,7 @@ class Estimator:
             found = runtime_for_methods(self.kb, [o.method for o in options])
             if found:
                 self.profile = profile(self.kb, found, self.hw_class)
+                self._bind_calibration()
         s = self.initial_state()
         base = self._model_predictions(s, None, ())
         steps = []
@@ -431,11 +440,11 @@ class Estimator:
                 continue
             got = cal.correct(name, p.value, method, low=p.low, high=p.high)
             if got is not None:
-                v, lo, hi = got
+                v, lo, hi = got[0], got[1], got[2]
+                note = getattr(got, "note", "corrected by calibration on measured runs")
                 preds[name] = p.model_copy(update={"value": _r(v), "low": _r(lo), "high": _r(hi),
                                                    "basis": "calibrated",
-                                                   "note": f"corrected by calibration on measured "
-                                                           f"runs (analytic {p.value:g})"})
+                                                   "note": f"{note} (analytic {p.value:g})"})
 
 
 def _r(v: float | None) -> float | None:

@@ -181,6 +181,8 @@ def test_calibration_corrects_and_marks_the_basis(kb):
     plain = run(est(kb), opt(kb, "gptq"))["size_mb"]
     got = run(est(kb, calibration=cal), opt(kb, "gptq"))["size_mb"]
     assert got.basis == "calibrated" and plain.basis == "analytic"
-    assert got.value == pytest.approx(plain.value * 1.2, rel=0.02)
+    # four rows: moved towards the measured 1.2x, shrunk towards the prior
+    assert plain.value * 1.05 < got.value <= plain.value * 1.2 * 1.01
+    assert "4 measured row" in got.note
     assert got.low < got.value < got.high or got.low <= got.value <= got.high
     assert math.isfinite(cal.lower("size_mb", 10.0))
