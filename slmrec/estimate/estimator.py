@@ -324,18 +324,35 @@ class Estimator:
     # ---- the cost of running a step -------------------------------------------------------
 
     def step_tokens(self, opt: Option) -> float:
-        if opt.cost["tokens"]:
-            return opt.cost["tokens"]
+        return self.step_amount(opt)[0]
+
+    def step_amount(self, opt: Option) -> tuple[float, str]:
+        """Tokens the step processes, and where that figure comes from. The scenario's amount
+        for the method's data tier wins when it is smaller than what the method would use."""
         m = self.kb.methods[opt.method]
+        tier = m.requires.data.value
+        have = self.data_tokens.get(tier)
         amount = m.requires.data_amount
-        if amount is not None:
+        if opt.cost["tokens"]:
+            need, why = opt.cost["tokens"], "the method's cost.tokens"
+        elif amount is not None:
             need = amount.count * TOKENS_PER_UNIT[amount.unit]
-            have = self.data_tokens.get(m.requires.data.value)
-            return min(need, have) if have else need
-        scale = m.requires.compute
-        if scale is ComputeScale.pretraining:
-            return PRETRAIN_TOKENS_PER_PARAM * self.arch.params
-        return DEFAULT_STEP_TOKENS.get(scale, 0.0) if opt.cost["passes"] != "none" else 0.0
+            why = f"the method's {amount.count:g} {amount.unit}"
+        else:
+            scale = m.requires.compute
+            if scale is ComputeScale.pretraining:
+                return PRETRAIN_TOKENS_PER_PARAM * self.arch.params, \
+                    "pre-training budget (20 tokens per parameter)"
+            if opt.cost["passes"] == "none":
+                return 0.0, "no model passes"
+            need, why = DEFAULT_STEP_TOKENS.get(scale, 0.0), f"default for {scale.value} compute"
+        if tier == "none":
+            return need, why
+        if have:
+            if have < need:
+                return have, f"the scenario's {tier} data ({have:,.0f} tokens; {why}: {need:,.0f})"
+            return need, f"{why} ({need:,.0f} tokens; the scenario has {have:,.0f})"
+        return need, f"{why} ({need:,.0f} tokens): the scenario gives no {tier} amount"
 
     def step_cost(self, s: ModelState, opt: Option) -> StepCost:
         c = opt.cost
@@ -402,7 +419,8 @@ class Estimator:
                 sources=list(dict.fromkeys(opt.sources + tuple(self.chw.sources))))
             preds["step_tflop"] = Prediction(value=_r(cost.tflop), low=_r(cost.tflop),
                                              high=_r(cost.tflop), unit="TFLOP", basis="analytic",
-                                             sources=list(opt.sources))
+                                             sources=list(opt.sources),
+                                             note="tokens: " + self.step_amount(opt)[1])
             preds["step_hours"] = Prediction(value=_r(cost.hours), low=_r(cost.hours),
                                              high=_r(cost.hours), unit="h", basis="analytic",
                                              sources=list(self.chw.sources))
