@@ -400,6 +400,7 @@ class Estimator:
             if found:
                 self.profile = profile(self.kb, found, self.hw_class)
                 self._bind_calibration()
+        options = [self.at_scale(o) for o in options]
         s = self.initial_state()
         base = self._model_predictions(s, None, ())
         steps = []
@@ -428,6 +429,16 @@ class Estimator:
             steps.append(preds)
             s = s2
         return ChainPrediction(base, steps, s)
+
+    def at_scale(self, opt: Option) -> Option:
+        """The option with its evidence weighted by this model's scale (Evidence.model_params)."""
+        m = self.kb.methods.get(opt.method)
+        if m is None or not any(e.model_params for e in (*m.effects.quality, *m.effects.recovery,
+                                                          *m.effects.speedup)):
+            return opt
+        from slmrec.estimate.options import compile_option  # noqa: PLC0415
+
+        return compile_option(m, opt.params, self.arch.params)
 
     def _model_predictions(self, s: ModelState, opt: Option | None, srcs: tuple[str, ...],
                            q_sources: tuple[str, ...] = ()) -> dict[str, Prediction]:

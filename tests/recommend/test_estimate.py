@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -211,7 +212,8 @@ def test_steps_use_the_scenarios_amount_or_say_why_not(kb, have, expect_tokens, 
     m = kb.methods["gptq"].model_copy(deep=True)
     m.cost.tokens = 262144.0
     m.requires.data = DataTier.calibration
-    kb2 = kb.__class__(**{**vars(kb), "methods": {**kb.methods, "gptq": m}})
+    kb2 = copy.copy(kb)
+    kb2.methods = {**kb.methods, "gptq": m}
     e = Estimator(kb2, Arch.from_card(kb.models[next(iter(kb.models))]),
                   kb.hardware[next(iter(kb.hardware))],
                   data_tokens={"calibration": have} if have else {})
