@@ -21,6 +21,7 @@ per metric before and after calibration, with calibration fitted on the other mo
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -45,6 +46,11 @@ PLANS = [  # (label, steps) - every plan ends with a latency evaluation
     ("prune30", [{"method": "magnitude-pruning", "params": {"sparsity": 0.3}}]),
     ("width25", [{"method": "structured-width-pruning", "params": {"fraction": 0.25}}]),
     ("drop25", [{"method": "layer-dropping", "params": {"fraction": 0.25}}]),
+    # second settings of the same methods: calibration on one run can inform the other
+    ("rtn4g128", [{"method": "rtn-weight-only", "params": {"bits": 4, "group_size": 128}}]),
+    ("prune50", [{"method": "magnitude-pruning", "params": {"sparsity": 0.5}}]),
+    ("width12", [{"method": "structured-width-pruning", "params": {"fraction": 0.125}}]),
+    ("drop12", [{"method": "layer-dropping", "params": {"fraction": 0.125}}]),
 ]
 EVAL = {"method": "latency-throughput-eval"}   # the evaluate runner's defaults
 PROMPT, DECODE = 64, 16                          # its prompt_len and decode_tokens
@@ -86,6 +92,7 @@ def _execute_all(kb, models: dict[str, str], work: Path) -> tuple[dict, float]:
                           log=lambda *_: None)
             measured[(m, label)] = dict(rep.final_metrics) if rep.status == "completed" else {}
             measured[(m, label)]["_status"] = rep.status
+            measured[(m, label)]["_load"] = os.getloadavg()[0]
             measured[(m, label)]["_wall_s"] = time.perf_counter() - t0
     return measured, time.perf_counter() - t0
 
@@ -137,7 +144,9 @@ def _errors(preds: dict, measured: dict, cal_for) -> dict:
             meas = measured.get(key, {}).get(metric)
             if meas is None or p.get(metric) is None:
                 continue
-            cal = cal_for(key[0])
+            if metric == "quality_loss_pct" and key[0] in TINY:
+                continue
+            cal = cal_for(key)
             v = p[metric]
             got = cal.correct(metric, v, p["_method"]) if cal else None
             c = got[0] if got is not None else v
@@ -154,12 +163,20 @@ def _errors(preds: dict, measured: dict, cal_for) -> dict:
 
 
 def main() -> dict:
-    from runners.models import save_checkpoint, tiny_model
-    from slmrec.calibrate import Calibration
     from slmrec.kb import load_kb
 
     kb = load_kb()
     work = Path(tempfile.mkdtemp(prefix="slmrec-oracle-"))
+    try:
+        return _run(kb, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(kb, work: Path) -> dict:
+    from runners.models import save_checkpoint, tiny_model
+    from slmrec.calibrate import Calibration
+
     models: dict[str, str] = {}
     only = [m for m in os.environ.get("ORACLE_MODELS", "").split(",") if m]
     for name, cfg in TINY.items():
@@ -170,46 +187,85 @@ def main() -> dict:
     if os.environ.get("ORACLE_SMOLLM2", "1") != "0" and (not only or "smollm2-135m" in only):
         models["smollm2-135m"] = "smollm2-135m"
     preds, t_pred = _predict_all(kb, models)
-    measured, t_oracle = _execute_all(kb, models, work / "runs")
+    reuse = os.environ.get("ORACLE_REUSE")   # re-score a previous run's executions (development)
+    if reuse:
+        import json
+
+        old = json.loads(Path(reuse).read_text(encoding="utf-8"))
+        measured = {tuple(k.split("/", 1)): v for k, v in old["measured"].items()}
+        t_oracle = old.get("oracle_s") or old["wall_s"]
+    else:
+        measured, t_oracle = _execute_all(kb, models, work / "runs")
     scenarios = _scenarios(list(models))
     results, regrets, met = [], [], 0
     one_run = statistics.median(
         [measured[k]["_wall_s"] - measured.get(prev, {}).get("_wall_s", 0.0)
          for prev, k in zip([None, *measured], measured)])
-    for sc in scenarios:
-        base_meas = measured[(sc["model"], "base")]
-        top = _choose(preds, sc, base_meas)
-        best = _choose({k: v for k, v in measured.items() if v.get("_status") == "completed"},
-                       sc, base_meas)
-        top_meas = measured.get((sc["model"], top), {}) if top else {}
-        ok = bool(top) and _feasible(top_meas, sc, base_meas)
-        met += ok
-        regret = None
-        if top and best and ok:
-            regret = top_meas[sc["objective"]] / measured[(sc["model"], best)][sc["objective"]] - 1
-            regrets.append(regret)
-        results.append({**sc, "top": top, "oracle_best": best, "top_meets": ok,
-                        "regret": regret})
-    # calibration, leave-one-model-out: fit on the other models' runs only
+    # calibration on this machine's runs: for each model, fitted on the OTHER models' runs only
+    # (leave-one-model-out), so no run is corrected by itself. Quality rows of the tiny models
+    # (random weights: their perplexity change is not a quality loss) are left out; SmolLM2's
+    # quality rows are corrected leave-one-run-out (its other plans).
+    cores = os.cpu_count() or 1
     rows = [{"method": preds[k]["_method"], "metric": metric, "predicted": preds[k].get(metric),
-             "measured": v.get(metric), "model": k[0]}
-            for k, v in measured.items() for metric in METRICS]
-    cals = {m: Calibration.fit([r for r in rows if r["model"] != m], kb=kb) for m in models}
+             "measured": v.get(metric), "model": k[0], "plan": k[1],
+             "loaded": (v.get("_load") or 0) > cores}
+            for k, v in measured.items() for metric in METRICS
+            if not (metric == "quality_loss_pct" and k[0] in TINY)]
+    cals = {k: Calibration.fit([r for r in rows if r["model"] != k[0] or
+                                (r["metric"] == "quality_loss_pct" and r["plan"] != k[1])], kb=kb)
+            for k in measured}
 
-    def cal_for(m):
-        cal = cals[m]
-        return cal.bind(kb, "cpu", "runtime-hf-transformers", None)
+    def cal_for(key):
+        return cals[key].bind(kb, "cpu", "runtime-hf-transformers", None)
 
+    corrected = {}
+    for key, p in preds.items():
+        c = dict(p)
+        for metric in METRICS:
+            got = cal_for(key).correct(metric, p[metric], p["_method"]) \
+                if p.get(metric) is not None else None
+            if got is not None:
+                c[metric] = got[0]
+        corrected[key] = c
+    done = {k: v for k, v in measured.items() if v.get("_status") == "completed"}
+
+    def score(table):
+        results, regrets, met = [], [], 0
+        for sc in scenarios:
+            base_meas = measured[(sc["model"], "base")]
+            top = _choose(table, sc, base_meas)
+            best = _choose(done, sc, base_meas)
+            top_meas = measured.get((sc["model"], top), {}) if top else {}
+            ok = bool(top) and _feasible(top_meas, sc, base_meas)
+            met += ok
+            regret = None
+            if top and best and ok:
+                regret = top_meas[sc["objective"]] / done[(sc["model"], best)][sc["objective"]] - 1
+                regrets.append(regret)
+            results.append({**sc, "top": top, "oracle_best": best, "top_meets": ok,
+                            "regret": regret})
+        return results, regrets, met
+
+    raw_results, raw_regrets, raw_met = score(preds)
+    results, regrets, met = score(corrected)
     errors = _errors(preds, measured, cal_for)
+    errors = {k: v for k, v in errors.items()}
     share = met / len(scenarios)
     compute = (t_pred + one_run) / t_oracle if t_oracle else None
-    md = ["| scenario | objective | limits | top plan | oracle best | top meets | regret |",
+    md = ["Top plan chosen with predictions calibrated on the other models' runs (uncalibrated "
+          f"choice: {raw_met} of {len(scenarios)} meet their constraints, median regret "
+          f"{100 * statistics.median(raw_regrets) if raw_regrets else float('nan'):.1f}%). Limits "
+          "on size, memory and decode are fractions of the base model's measured value; quality "
+          "limits apply to SmolLM2 only (the tiny models have random weights).", "",
+          "| scenario | objective | limits | top plan | oracle best | top meets | regret |",
           "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         reg = "–" if r["regret"] is None else f"{100 * r['regret']:.1f}%"
-        md.append(f"| {r['model']} | {r['objective']} | {r['limits']} | {r['top']} | "
+        lim = ", ".join(f"{k} {v:g}" for k, v in r["limits"].items() if v < 1e8)
+        md.append(f"| {r['model']} | {r['objective']} | {lim} | {r['top']} | "
                   f"{r['oracle_best']} | {r['top_meets']} | {reg} |")
-    md += ["", "| metric | rows | median error before calibration | after |", "| --- | --- | --- | --- |"]
+    md += ["", "| metric | rows | median error before calibration | after |",
+           "| --- | --- | --- | --- |"]
     for k, v in errors.items():
         md.append(f"| {k} | {v['n']} | {v['median_before']:.3f} | {v['median_after']:.3f} |")
     halved = {k: (v["median_after"] <= 0.5 * v["median_before"]) for k, v in errors.items()}
@@ -232,7 +288,8 @@ def main() -> dict:
                 if errors.get("quality_loss_pct", {}).get("median_before") else None,
                 "<= 0.5", "quality loss points, leave-one-model-out calibration"),
         },
-        "scenarios": results, "errors": errors, "calibration_halves": halved,
+        "scenarios": results, "scenarios_uncalibrated": raw_results, "errors": errors,
+        "calibration_halves": halved, "oracle_s": t_oracle, "predict_s": t_pred,
         "predicted": {f"{k[0]}/{k[1]}": v for k, v in preds.items()},
         "measured": {f"{k[0]}/{k[1]}": v for k, v in measured.items()},
         "markdown": "\n".join(md),

@@ -6,7 +6,10 @@ runtime). For each metric the error is regressed on one-hot context features wit
 (scikit-learn), without an intercept:
 
 - positive metrics (size, memory, latency, step cost): `log(measured / predicted)`;
-- quality loss (percent, may be negative): `measured - predicted`.
+- quality loss (percent): the ratio of the perplexity increases,
+  `log(log(1 + measured/100) / log(1 + predicted/100))`, so a correction scales the predicted
+  loss (a near-lossless prediction stays near-lossless; rows predicted within 1% of lossless, or
+  measured on the other side of zero, carry no scale and are left out).
 
 Features, each a named offset: the method's family, the method itself (so a method's offset
 moves only methods of its own family, through the family offset, never across families), and
@@ -42,6 +45,7 @@ PRIOR_ROWS = 2.0                  # ridge strength: rows an offset needs to move
 ALPHAS = (0.5, 1.0, 2.0, 4.0, 8.0)
 CV_MIN_ROWS = 5                   # rows before the strength is cross-validated
 LOADED_WEIGHT = 0.25              # weight of a row measured on a loaded machine
+PPL_MIN_LOG = math.log1p(0.01)    # quality rows predicted within 1% of lossless carry no scale
 FORMAT = 2
 DEFAULT_RUNTIME = "runtime-hf-transformers"
 
@@ -79,7 +83,7 @@ class Context:
 
 @dataclass
 class MetricFit:
-    kind: str                                   # "log" or "linear"
+    kind: str                                   # "log", "ppl" (quality) or "linear"
     offsets: dict[str, float] = field(default_factory=dict)
     rows: dict[str, float] = field(default_factory=dict)    # weighted rows behind each offset
     scale: float = 0.0                          # per decade of parameters around 10^8.5
@@ -100,7 +104,11 @@ class MetricFit:
         return r, int(round(max(self.rows[k] for k in keys))), keys
 
     def apply(self, value: float, r: float) -> float:
-        return value * math.exp(r) if self.kind == "log" else value + r
+        if self.kind == "log":
+            return value * math.exp(r)
+        if self.kind == "ppl":
+            return (math.exp(math.log(max(1 + value / 100, 1e-9)) * math.exp(r)) - 1) * 100
+        return value + r
 
 
 def _loaded(row: dict) -> bool:
@@ -176,12 +184,16 @@ class Calibration:
                 continue
             if metric in LOG_METRICS and (pred <= 0 or meas <= 0):
                 continue
+            if metric in LINEAR_METRICS:
+                lp, lm = math.log1p(max(pred, -99.0) / 100), math.log1p(max(meas, -99.0) / 100)
+                if abs(lp) < PPL_MIN_LOG or lm / lp <= 0:
+                    continue   # no scale to learn from a lossless prediction or a sign flip
             by_metric.setdefault(metric, []).append((row_context(r, kb), pred, meas, _loaded(r)))
         cal = cls()
         for metric, items in by_metric.items():
             if len(items) < max(min_rows, 1):
                 continue
-            kind = "log" if metric in LOG_METRICS else "linear"
+            kind = "log" if metric in LOG_METRICS else "ppl"
             keys = sorted({k for c, _, _, _ in items for k in c.keys(metric)})
             col = {k: i for i, k in enumerate(keys)}
             use_scale = metric in SCALE_METRICS and \
@@ -193,7 +205,8 @@ class Calibration:
                 for k in c.keys(metric):
                     x[i, col[k]] = 1.0
                 x[i, -1] = c.scale() if use_scale else 0.0
-                y[i] = math.log(meas / pred) if kind == "log" else meas - pred
+                y[i] = math.log(meas / pred) if kind == "log" else \
+                    math.log(math.log1p(meas / 100) / math.log1p(pred / 100))
                 w[i] = LOADED_WEIGHT if loaded else 1.0
             a = alpha or PRIOR_ROWS
             if alpha is None and len(items) >= CV_MIN_ROWS:
@@ -236,11 +249,10 @@ class Calibration:
         v = fit.apply(value, r)
         lo_in = fit.apply(low, r) if low is not None else v
         hi_in = fit.apply(high, r) if high is not None else v
-        if fit.kind == "log":
-            spread = math.exp(fit.resid)
-            lo, hi = min(lo_in, v) / spread, max(hi_in, v) * spread
-        else:
+        if fit.kind == "linear":
             lo, hi = min(lo_in, v) - fit.resid, max(hi_in, v) + fit.resid
+        else:   # the spread is in log units: widen multiplicatively (perplexity for quality)
+            lo, hi = fit.apply(min(lo_in, v), -fit.resid), fit.apply(max(hi_in, v), fit.resid)
         names = ", ".join(f"{k} ({fit.rows[k]:g} rows)" for k in keys)
         return Correction(v, lo, hi, rows, f"corrected on {rows} measured row(s): {names}")
 
