@@ -136,7 +136,8 @@ def _choose(table: dict, sc: dict, base: dict) -> str | None:
 
 
 def _errors(preds: dict, measured: dict, cal_for) -> dict:
-    """Median |pred/measured - 1| per metric (quality: |pred - measured| in points)."""
+    """Median |pred/measured - 1| per metric (quality: of the perplexity ratios 1 + loss/100,
+    i.e. the relative error of the predicted perplexity)."""
     out: dict[str, dict] = {}
     for metric in METRICS:
         before, after = [], []
@@ -151,8 +152,8 @@ def _errors(preds: dict, measured: dict, cal_for) -> dict:
             got = cal.correct(metric, v, p["_method"]) if cal else None
             c = got[0] if got is not None else v
             if metric == "quality_loss_pct":
-                before.append(abs(v - meas))
-                after.append(abs(c - meas))
+                before.append(abs((1 + v / 100) / (1 + meas / 100) - 1))
+                after.append(abs((1 + c / 100) / (1 + meas / 100) - 1))
             elif meas > 0:
                 before.append(abs(v / meas - 1))
                 after.append(abs(c / meas - 1))
@@ -194,6 +195,7 @@ def _run(kb, work: Path) -> dict:
         old = json.loads(Path(reuse).read_text(encoding="utf-8"))
         measured = {tuple(k.split("/", 1)): v for k, v in old["measured"].items()}
         t_oracle = old.get("oracle_s") or old["wall_s"]
+        reuse_note = f"started {old.get('started')}, oracle executions {t_oracle:.0f} s"
     else:
         measured, t_oracle = _execute_all(kb, models, work / "runs")
     scenarios = _scenarios(list(models))
@@ -252,7 +254,8 @@ def _run(kb, work: Path) -> dict:
     errors = {k: v for k, v in errors.items()}
     share = met / len(scenarios)
     compute = (t_pred + one_run) / t_oracle if t_oracle else None
-    md = ["Top plan chosen with predictions calibrated on the other models' runs (uncalibrated "
+    md = ([f"Executions reused from a previous full run ({reuse_note}); this run re-scored them.",
+           ""] if reuse else []) + ["Top plan chosen with predictions calibrated on the other models' runs (uncalibrated "
           f"choice: {raw_met} of {len(scenarios)} meet their constraints, median regret "
           f"{100 * statistics.median(raw_regrets) if raw_regrets else float('nan'):.1f}%). Limits "
           "on size, memory and decode are fractions of the base model's measured value; quality "
@@ -286,10 +289,11 @@ def _run(kb, work: Path) -> dict:
             "quality_error_after_over_before": ratio(
                 (errors["quality_loss_pct"]["median_after"] / errors["quality_loss_pct"]["median_before"])
                 if errors.get("quality_loss_pct", {}).get("median_before") else None,
-                "<= 0.5", "quality loss points, leave-one-model-out calibration"),
+                "<= 0.5", "predicted perplexity, SmolLM2, leave-one-run-out calibration"),
         },
         "scenarios": results, "scenarios_uncalibrated": raw_results, "errors": errors,
         "calibration_halves": halved, "oracle_s": t_oracle, "predict_s": t_pred,
+        "reused_executions_from": reuse or None,
         "predicted": {f"{k[0]}/{k[1]}": v for k, v in preds.items()},
         "measured": {f"{k[0]}/{k[1]}": v for k, v in measured.items()},
         "markdown": "\n".join(md),

@@ -86,6 +86,7 @@ class MetricFit:
     kind: str                                   # "log", "ppl" (quality) or "linear"
     offsets: dict[str, float] = field(default_factory=dict)
     rows: dict[str, float] = field(default_factory=dict)    # weighted rows behind each offset
+    raw: dict[str, float] = field(default_factory=dict)     # unshrunk mean error per offset
     scale: float = 0.0                          # per decade of parameters around 10^8.5
     alpha: float = PRIOR_ROWS
     resid: float = 0.0                          # leave-one-out residual spread after correction
@@ -102,6 +103,16 @@ class MetricFit:
         if metric in SCALE_METRICS:
             r += self.scale * ctx.scale()
         return r, int(round(max(self.rows[k] for k in keys))), keys
+
+    def raw_offset(self, ctx: Context, metric: str) -> float | None:
+        """The unshrunk mean error of the most specific offset that has rows (method, family,
+        runtime, hardware): where the measurements alone would put the prediction."""
+        order = [k for k in ctx.keys(metric) if k in self.raw]
+        for prefix in ("method:", "family:", "runtime:", "hardware:"):
+            for k in order:
+                if k.startswith(prefix):
+                    return self.raw[k]
+        return None
 
     def apply(self, value: float, r: float) -> float:
         if self.kind == "log":
@@ -214,7 +225,9 @@ class Calibration:
             model = _ridge(x, y, w, a)
             before, after = _loo(x, y, w, a) if len(items) >= 2 else ([], [])
             counts = {k: float(w[x[:, col[k]] > 0].sum()) for k in keys}
-            fit = MetricFit(kind, {k: float(model.coef_[col[k]]) for k in keys}, counts,
+            raw = {k: float(np.average(y[x[:, col[k]] > 0], weights=w[x[:, col[k]] > 0]))
+                   for k in keys}
+            fit = MetricFit(kind, {k: float(model.coef_[col[k]]) for k in keys}, counts, raw,
                             float(model.coef_[-1]), a, 0.0, len(items),
                             sum(1 for *_, ld in items if ld),
                             float(np.median(before)) if before else None,
@@ -249,6 +262,10 @@ class Calibration:
         v = fit.apply(value, r)
         lo_in = fit.apply(low, r) if low is not None else v
         hi_in = fit.apply(high, r) if high is not None else v
+        r_raw = fit.raw_offset(ctx, metric)
+        if r_raw is not None:   # the range spans the shrunk and the unshrunk correction
+            v_raw = fit.apply(value, r_raw)
+            lo_in, hi_in = min(lo_in, v_raw), max(hi_in, v_raw)
         if fit.kind == "linear":
             lo, hi = min(lo_in, v) - fit.resid, max(hi_in, v) + fit.resid
         else:   # the spread is in log units: widen multiplicatively (perplexity for quality)
