@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from slmrec.errors import SlmrecError
+from slmrec.safeyaml import clip
 
 LOG_METRICS = ("size_mb", "inference_memory_mb", "decode_ms_per_token", "prefill_ms",
                "step_peak_memory_mb", "step_tflop", "step_hours")
@@ -294,33 +295,85 @@ class Calibration:
                 "fits": {k: vars(v) for k, v in sorted(self.fits.items())}}
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        return path
+        from slmrec.safeio import write_text  # noqa: PLC0415
+
+        return write_text(Path(path), json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
         path = Path(path)
         try:
+            if path.is_file() and path.stat().st_size > 16 * 2**20:
+                raise SlmrecError.one(str(path), "larger than 16 MB: not a calibration file")
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise SlmrecError.one(str(path), "calibration file does not exist") from None
         except (OSError, ValueError) as exc:
-            raise SlmrecError.one(str(path), f"not a calibration JSON file: {exc}") from None
+            raise SlmrecError.one(str(path), f"not a calibration JSON file: "
+                                  f"{str(exc).splitlines()[0][:120]}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT or \
                 not isinstance(data.get("fits"), dict):
             raise SlmrecError.one(str(path), f"expected a calibration JSON (format {FORMAT}) "
                                              "with a 'fits' mapping; refit with `slmrec calibrate`")
-        fits = {}
-        for metric, f in data["fits"].items():
-            try:
-                fits[metric] = MetricFit(**f)
-            except TypeError as exc:
-                raise SlmrecError.one(str(path), f"bad fit for '{metric}': {exc}", None,
-                                      f"fits.{metric}") from None
-        return cls(fits, int(data.get("rows_used", 0)))
+        fits = {str(m): _fit_from_json(str(path), str(m), f) for m, f in data["fits"].items()}
+        rows = data.get("rows_used", 0)
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise SlmrecError.one(str(path), f"must be a non-negative integer, got {clip(rows)}",
+                                  None, "rows_used")
+        return cls(fits, rows)
+
+
+def _finite(v: object, bound: float = 1e12) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+        and abs(v) < bound
+
+
+_FIT_NUMBERS = ("scale", "alpha", "resid")
+_FIT_MAPS = ("offsets", "rows", "raw")
+
+
+def _fit_from_json(file: str, metric: str, f: object) -> MetricFit:
+    """One fit of a calibration file, every field type- and range-checked (a string where a
+    number belongs is one error line naming the field, never a crash later)."""
+    where = f"fits.{metric}"
+    if not isinstance(f, dict):
+        raise SlmrecError.one(file, f"expected a mapping, got {type(f).__name__}", None, where)
+    valid = {"kind", "n", "loaded", "cv_before", "cv_after", *_FIT_NUMBERS, *_FIT_MAPS}
+    extra = sorted(set(f) - valid)
+    if extra:
+        raise SlmrecError.one(file, f"unknown field {clip(extra[0])}; valid: "
+                              f"{', '.join(sorted(valid))}", None, where)
+    if f.get("kind") not in ("log", "ppl", "linear"):
+        raise SlmrecError.one(file, f"must be 'log', 'ppl' or 'linear', got "
+                              f"{clip(f.get('kind'))}", None, f"{where}.kind")
+    bound = 50.0 if f["kind"] in ("log", "ppl") else 1e12   # larger log offsets overflow
+    for k in _FIT_NUMBERS:
+        if k in f and not _finite(f[k], bound if k != "alpha" else 1e12):
+            raise SlmrecError.one(file, f"must be a finite number, got {clip(f[k])}", None,
+                                  f"{where}.{k}")
+    for k in _FIT_MAPS:
+        m = f.get(k, {})
+        if not isinstance(m, dict):
+            raise SlmrecError.one(file, f"must be a mapping of name to number, got "
+                                  f"{type(m).__name__}", None, f"{where}.{k}")
+        for name, v in m.items():
+            if not _finite(v, bound if k != "rows" else 1e12):
+                raise SlmrecError.one(file, f"must be a finite number, got {clip(v)}", None,
+                                      f"{where}.{k}.{name}")
+    for k in ("n", "loaded"):
+        v = f.get(k, 0)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise SlmrecError.one(file, f"must be a non-negative integer, got {clip(v)}", None,
+                                  f"{where}.{k}")
+    for k in ("cv_before", "cv_after"):
+        if f.get(k) is not None and not _finite(f[k]):
+            raise SlmrecError.one(file, f"must be a finite number, got {clip(f[k])}", None,
+                                  f"{where}.{k}")
+    return MetricFit(kind=f["kind"], **{k: {str(a): float(b) for a, b in f.get(k, {}).items()}
+                                        for k in _FIT_MAPS},
+                     **{k: float(f[k]) for k in _FIT_NUMBERS if k in f},
+                     n=f.get("n", 0), loaded=f.get("loaded", 0), cv_before=f.get("cv_before"),
+                     cv_after=f.get("cv_after"))
 
 
 class BoundCalibration:

@@ -74,7 +74,7 @@ def match_evidence(evidence: list[Evidence], params: dict[str, Any],
     'unpublished' when only unpublished notes exist, and 'uncovered' when evidence exists but
     none covers these values.
     """
-    numeric = [e for e in evidence if e.basis is not EvidenceBasis.unpublished]
+    numeric = [e for e in evidence if e.low is not None]  # unpublished, not-transferable: none
     if not numeric:
         return "unpublished" if evidence else None
     applying = [e for e in numeric if all(k in params and _same(params[k], v)

@@ -115,7 +115,7 @@ class Formats:
         seen = set()
         while t.cols % typ.block and typ.id not in seen:   # llama.cpp's fallback chain
             seen.add(typ.id)
-            typ = self.types[typ.fallback] if typ.fallback else self.types["f16"]
+            typ = self.types[typ.fallback] if typ.fallback else self.types["ggml-f16"]
         return typ
 
     def layout(self, fmt: str, shape: Shape) -> list[tuple[Tensor, TensorType]]:

@@ -75,7 +75,7 @@ def param_grid(m: Method, limit: int = 64) -> list[dict[str, Any]]:
 
 def compile_option(m: Method, params: dict[str, Any], model_params: float | None = None) -> Option:
     """Resolve a method at these parameters; `model_params` weights its evidence by scale."""
-    tr = m.effects.transform
+    tr = m.effects.transform_for(params)
     t: dict[str, float] = {}
     for name in TRANSFORM_FIELDS:
         v = _resolve(getattr(tr, name), params)
@@ -101,15 +101,18 @@ def compile_option(m: Method, params: dict[str, Any], model_params: float | None
     lossy = (int_quant or edits or tr.init_from_scratch
              or ("activation_bits" in t and t["activation_bits"] < 16)
              or ("kv_cache_bits" in t and t["kv_cache_bits"] < 16))
-    q = match_evidence(m.effects.quality, params, model_params)
+    # A figure against another baseline (full fine-tuning, LoRA, another system) is not a change of
+    # the step's input model; speed figures count only when they time decoding.
+    q = match_evidence([e for e in m.effects.quality if not e.baseline], params, model_params)
     if isinstance(q, Range):
         quality, status = q, "ok"
     elif lossy:
         quality, status = None, (q or "missing")
     else:
         quality, status = ZERO, "lossless"
-    rec = match_evidence(m.effects.recovery, params, model_params)
-    spd = match_evidence(m.effects.speedup, params, model_params)
+    rec = match_evidence([e for e in m.effects.recovery if not e.baseline], params, model_params)
+    spd = match_evidence([e for e in m.effects.speedup
+                          if e.scope in (None, "decode", "end-to-end")], params, model_params)
     c = m.cost
     cost = {
         "passes": c.passes,

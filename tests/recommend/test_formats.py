@@ -42,14 +42,14 @@ def test_k_quant_mixes_differ_and_tied_table_takes_output_type(fm):
     s, m, l = (fm.size_bytes(f, LLAMA_1B) for f in ("gguf-q4-k-s", "gguf-q4-k-m", "gguf-q4-k-l"))
     assert s < m < l
     types = {t.cls: typ.id for t, typ in fm.layout("gguf-q4-k-m", LLAMA_1B)}
-    assert types["output"] == "q6-k" and "embed" not in types   # one shared table, at Q6_K
+    assert types["output"] == "ggml-q6-k" and "embed" not in types   # one shared table, at Q6_K
 
 
 def test_rows_not_multiple_of_256_fall_back(fm):
     types = {(t.cls, t.layer): typ.id for t, typ in fm.layout("gguf-q4-k-m", QWEN_05B)}
-    assert types[("attn_q", 5)] == "q5-0"        # 896 columns: Q4_K -> Q5_0
-    assert types[("ffn_down", 5)] in ("q4-k", "q6-k")   # 4864 = 19 * 256 columns: no fallback
-    assert types[("output", None)] == "q8-0"     # Q6_K -> Q8_0
+    assert types[("attn_q", 5)] == "ggml-q5-0"        # 896 columns: Q4_K -> Q5_0
+    assert types[("ffn_down", 5)] in ("ggml-q4-k", "ggml-q6-k")   # 4864 = 19 * 256 columns: no fallback
+    assert types[("output", None)] == "ggml-q8-0"     # Q6_K -> Q8_0
 
 
 def test_untied_export_writes_the_table_twice(fm):
