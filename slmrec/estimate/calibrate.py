@@ -347,19 +347,27 @@ def _fit_from_json(file: str, metric: str, f: object) -> MetricFit:
         raise SlmrecError.one(file, f"must be 'log', 'ppl' or 'linear', got "
                               f"{clip(f.get('kind'))}", None, f"{where}.kind")
     bound = 50.0 if f["kind"] in ("log", "ppl") else 1e12   # larger log offsets overflow
+    too_big = "a log fit's coefficients must lie within +-50 (larger ones overflow)"
     for k in _FIT_NUMBERS:
-        if k in f and not _finite(f[k], bound if k != "alpha" else 1e12):
+        if k in f and not _finite(f[k]):
             raise SlmrecError.one(file, f"must be a finite number, got {clip(f[k])}", None,
                                   f"{where}.{k}")
+        if k in f and k != "alpha" and abs(f[k]) >= bound:
+            raise SlmrecError.one(file, too_big, None, f"{where}.{k}")
+    if f.get("resid", 0) < 0:
+        raise SlmrecError.one(file, f"must be a finite number >= 0, got {clip(f['resid'])}",
+                              None, f"{where}.resid")
     for k in _FIT_MAPS:
         m = f.get(k, {})
         if not isinstance(m, dict):
             raise SlmrecError.one(file, f"must be a mapping of name to number, got "
                                   f"{type(m).__name__}", None, f"{where}.{k}")
         for name, v in m.items():
-            if not _finite(v, bound if k != "rows" else 1e12):
+            if not _finite(v):
                 raise SlmrecError.one(file, f"must be a finite number, got {clip(v)}", None,
                                       f"{where}.{k}.{name}")
+            if k != "rows" and abs(v) >= bound:
+                raise SlmrecError.one(file, too_big, None, f"{where}.{k}.{name}")
     for k in ("n", "loaded"):
         v = f.get(k, 0)
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
