@@ -395,11 +395,20 @@ class Estimator:
     # ---- full predictions with units and sources ------------------------------------------
 
     def predict_chain(self, options: list[Option]) -> "ChainPrediction":
-        if self.runtime is None:   # the plan's deployment step names the runtime
-            found = runtime_for_methods(self.kb, [o.method for o in options])
-            if found:
-                self.profile = profile(self.kb, found, self.hw_class)
-                self._bind_calibration()
+        """Predictions after every step. The runtime is the plan's deployment step when it has
+        one (for this call only; the estimator's own runtime is restored afterwards)."""
+        kept = (self.profile, self.calibration)
+        try:
+            if self.runtime is None:
+                found = runtime_for_methods(self.kb, [o.method for o in options])
+                if found:
+                    self.profile = profile(self.kb, found, self.hw_class)
+                    self._bind_calibration()
+            return self._predict_chain(options)
+        finally:
+            self.profile, self.calibration = kept
+
+    def _predict_chain(self, options: list[Option]) -> "ChainPrediction":
         options = [self.at_scale(o) for o in options]
         s = self.initial_state()
         base = self._model_predictions(s, None, ())
@@ -431,14 +440,25 @@ class Estimator:
         return ChainPrediction(base, steps, s)
 
     def at_scale(self, opt: Option) -> Option:
-        """The option with its evidence weighted by this model's scale (Evidence.model_params)."""
+        """The option with its evidence weighted by this model's scale (Evidence.model_params);
+        anything the caller set that the evidence does not give (a prior) is kept."""
         m = self.kb.methods.get(opt.method)
         if m is None or not any(e.model_params for e in (*m.effects.quality, *m.effects.recovery,
                                                           *m.effects.speedup)):
             return opt
+        import dataclasses  # noqa: PLC0415
+
         from slmrec.estimate.options import compile_option  # noqa: PLC0415
 
-        return compile_option(m, opt.params, self.arch.params)
+        new = compile_option(m, opt.params, self.arch.params)
+        upd = {}
+        if new.quality is not None and opt.quality_status == "ok":
+            upd["quality"] = new.quality
+        if new.recovery is not None and opt.recovery is not None:
+            upd["recovery"] = new.recovery
+        if new.speedup is not None and opt.speedup is not None:
+            upd["speedup"] = new.speedup
+        return dataclasses.replace(opt, **upd) if upd else opt
 
     def _model_predictions(self, s: ModelState, opt: Option | None, srcs: tuple[str, ...],
                            q_sources: tuple[str, ...] = ()) -> dict[str, Prediction]:

@@ -105,3 +105,15 @@ def test_unknown_format_is_a_one_line_error(fm):
 
     with pytest.raises(SlmrecError, match="gguf-q4-k-m"):
         fm.get("gguf-q4-km")
+
+
+def test_a_plans_runtime_step_applies_to_that_plan_only(kb):
+    from slmrec.estimate import compile_option, default_params
+
+    hw = kb.hardware["a100-80gb-sxm"]
+    est = Estimator(kb, Arch.from_card(kb.models["qwen2.5-0.5b"]), hw)
+    rt = kb.methods["vllm-serving"]
+    with_rt = est.predict_chain([compile_option(rt, default_params(rt))]).final
+    plain = est.predict_chain([]).final
+    assert with_rt["decode_ms_per_token"].value < plain["decode_ms_per_token"].value
+    assert est.profile.runtime == "runtime-hf-transformers"   # restored after the call
