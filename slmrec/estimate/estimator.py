@@ -13,48 +13,22 @@ plain floats on a slotted `ModelState`; `predict_chain` wraps the same arithmeti
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from slmrec.estimate.arch import (BITS_PRECISIONS, Arch, Workload, _float_peak, _peak,
                                   _precision_ok, hardware_class)
-from slmrec.estimate.evidence import ZERO
 from slmrec.estimate.formats import Shape, formats_of
 from slmrec.estimate.options import Option
-from slmrec.estimate.runtimes import profile, runtime_for_methods
+from slmrec.estimate.runtimes import profile
 from slmrec.estimate.state import ModelState, StepCost, compose_quality
 from slmrec.kb import KB
-from slmrec.plan import Prediction
-from slmrec.schema import ComputeScale, Hardware
+from slmrec.schema import Hardware
+from slmrec.estimate.constants import (BANDWIDTH_EFFICIENCY, MB, PREFILL_CHUNK,
+                                       RUNTIME_OVERHEAD_MB, SPARSE_INDEX_BITS)
+from slmrec.estimate.predict import ChainPredictor
+from slmrec.estimate.steps import StepCosts
 
-# ---- constants (documented in docs/estimator.md; calibration corrects what they miss) -------
-MB = 1e6                      # sizes and memory are reported in MB = 10^6 bytes
-BANDWIDTH_EFFICIENCY = 0.7    # without runtime profiles in the KB: share of peak bandwidth
-COMPUTE_EFFICIENCY = 0.5      # share of peak FLOP/s a training step reaches
-RUNTIME_OVERHEAD_MB = {"cpu": 50.0, "soc": 50.0, "npu": 50.0, "gpu": 500.0}
-PREFILL_CHUNK = 512           # tokens whose activations are live at once during prefill
-TRAIN_MICRO_TOKENS = 2048     # tokens per micro-batch when a step trains
-ACT_BYTES_PER_TOKEN_LAYER_HIDDEN = 34.0   # training activations, bytes per token*layer*hidden
-ADAPTER_TRAINABLE_DEFAULT = 0.01          # trainable share when a step trains adapters
-# Tokens a step processes when its method gives neither cost.tokens nor requires.data_amount.
-DEFAULT_STEP_TOKENS = {ComputeScale.none: 0.0, ComputeScale.calibration: 128 * 512.0,
-                       ComputeScale.fine_tune: 1e7, ComputeScale.continued_pretraining: 1e9}
-PRETRAIN_TOKENS_PER_PARAM = 20.0          # Chinchilla compute-optimal
-# Tokens one unit of a data amount stands for (shared with slmrec.scenario).
-TOKENS_PER_UNIT = {"tokens": 1.0, "samples": 512.0, "examples": 256.0, "pairs": 512.0}
-SPARSE_INDEX_BITS = {"semi-structured": 2.0, "unstructured": 1.0}
-
-MODEL_METRICS = ("params", "bits_per_weight", "sparsity", "size_mb", "inference_memory_mb",
-                 "decode_ms_per_token", "prefill_ms", "quality_loss_pct")
-STEP_METRICS = ("step_peak_memory_mb", "step_tflop", "step_hours")
-UNITS = {"params": "count", "bits_per_weight": "bits", "sparsity": "fraction", "size_mb": "MB",
-         "inference_memory_mb": "MB", "decode_ms_per_token": "ms", "prefill_ms": "ms",
-         "quality_loss_pct": "%", "step_peak_memory_mb": "MB", "step_tflop": "TFLOP",
-         "step_hours": "h", "throughput_tok_s": "tokens/s"}
-
-
-class Estimator:
+class Estimator(StepCosts, ChainPredictor):
     """Predictions for one base model, target hardware and workload (plus where steps run)."""
 
     def __init__(self, kb: KB, arch: Arch, hardware: Hardware, workload: Workload | None = None,
@@ -322,210 +296,4 @@ class Estimator:
         return params, bpw, s.sparsity, size / MB, memory, decode, prefill
 
     # ---- the cost of running a step -------------------------------------------------------
-
-    def step_tokens(self, opt: Option) -> float:
-        return self.step_amount(opt)[0]
-
-    def step_amount(self, opt: Option) -> tuple[float, str]:
-        """Tokens the step processes, and where that figure comes from. The scenario's amount
-        for the method's data tier wins when it is smaller than what the method would use."""
-        m = self.kb.methods[opt.method]
-        tier = m.requires.data.value
-        have = self.data_tokens.get(tier)
-        amount = m.requires.data_amount
-        if opt.cost["tokens"]:
-            need, why = opt.cost["tokens"], "the method's cost.tokens"
-        elif amount is not None:
-            need = amount.count * TOKENS_PER_UNIT[amount.unit]
-            why = f"the method's {amount.count:g} {amount.unit}"
-        else:
-            scale = m.requires.compute
-            if scale is ComputeScale.pretraining:
-                return PRETRAIN_TOKENS_PER_PARAM * self.arch.params, \
-                    "pre-training budget (20 tokens per parameter)"
-            if opt.cost["passes"] == "none":
-                return 0.0, "no model passes"
-            need, why = DEFAULT_STEP_TOKENS.get(scale, 0.0), f"default for {scale.value} compute"
-        if tier == "none":
-            return need, why
-        if have:
-            if have < need:
-                return have, f"the scenario's {tier} data ({have:,.0f} tokens; {why}: {need:,.0f})"
-            return need, f"{why} ({need:,.0f} tokens; the scenario has {have:,.0f})"
-        return need, f"{why} ({need:,.0f} tokens): the scenario gives no {tier} amount"
-
-    def step_cost(self, s: ModelState, opt: Option) -> StepCost:
-        c = opt.cost
-        n = s.params
-        tokens = self.step_tokens(opt)
-        float_bytes = 2.0
-        mem = n * max(s.bits, 16.0) / 8  # the step loads the model in a float format
-        flops = 0.0
-        if c["passes"] == "forward":
-            flops = 2 * n * tokens
-            mem += tokens * s.hidden * 4 * 2  # layer inputs and outputs of the calibration set
-            if c["hessian"]:
-                mem += max(s.hidden, s.intermediate) ** 2 * 4
-        elif c["passes"] == "train":
-            if c["optimizer"] == "full":
-                mem = n * 16.0  # bf16 weights and gradients, fp32 master copy and Adam moments
-                flops = 6 * n * tokens
-            else:
-                bits = c["bits_during"] or (min(s.bits, 16.0) if s.int_quant else 16.0)
-                frac = c["trainable_fraction"] or ADAPTER_TRAINABLE_DEFAULT
-                mem = n * bits / 8 + frac * n * 16.0
-                flops = 4 * n * tokens + 6 * frac * n * tokens
-            mem += (ACT_BYTES_PER_TOKEN_LAYER_HIDDEN * TRAIN_MICRO_TOKENS * s.layers * s.hidden
-                    + TRAIN_MICRO_TOKENS * s.vocab * 4 * 2)
-        m = self.kb.methods[opt.method]
-        t = self.teacher
-        if t is not None and m.requires.teacher.value != "none":
-            teacher_w = t.params * float_bytes
-            teacher_act = TRAIN_MICRO_TOKENS * (t.hidden * float_bytes * 4 + t.vocab * 4)
-            flops += 2 * t.params * tokens
-            if c["teacher_resident"]:
-                mem += teacher_w + teacher_act
-            else:  # the teacher generates first, then leaves memory
-                mem = max(mem, teacher_w + teacher_act)
-        mem_mb = mem / MB + (self.compute_overhead_mb if (c["passes"] != "none" or mem) else 0.0)
-        tflop = flops / 1e12
-        hours = tflop / (self.compute_peak * COMPUTE_EFFICIENCY) / 3600 if self.compute_peak else 0.0
-        return StepCost(mem_mb, tflop, hours)
-
-    # ---- full predictions with units and sources ------------------------------------------
-
-    def predict_chain(self, options: list[Option]) -> "ChainPrediction":
-        """Predictions after every step. The runtime is the plan's deployment step when it has
-        one (for this call only; the estimator's own runtime is restored afterwards)."""
-        kept = (self.profile, self.calibration)
-        try:
-            if self.runtime is None:
-                found = runtime_for_methods(self.kb, [o.method for o in options])
-                if found:
-                    self.profile = profile(self.kb, found, self.hw_class)
-                    self._bind_calibration()
-            return self._predict_chain(options)
-        finally:
-            self.profile, self.calibration = kept
-
-    def _predict_chain(self, options: list[Option]) -> "ChainPrediction":
-        options = [self.at_scale(o) for o in options]
-        s = self.initial_state()
-        base = self._model_predictions(s, None, ())
-        steps = []
-        srcs: tuple[str, ...] = tuple(self.arch.sources) + self.sources_hw
-        q_sources: tuple[str, ...] = ()
-        for opt in options:
-            s2, cost = self.apply(s, opt)
-            if opt.quality is not None and opt.quality is not ZERO:
-                q_sources += opt.quality.sources
-            if opt.recovery is not None:
-                q_sources += opt.recovery.sources
-            srcs += opt.sources
-            preds = self._model_predictions(s2, opt, srcs, q_sources)
-            preds["step_peak_memory_mb"] = Prediction(
-                value=round(cost.peak_memory_mb, 3), low=round(cost.peak_memory_mb, 3),
-                high=round(cost.peak_memory_mb, 3), unit="MB", basis="analytic",
-                sources=list(dict.fromkeys(opt.sources + tuple(self.chw.sources))))
-            preds["step_tflop"] = Prediction(value=_r(cost.tflop), low=_r(cost.tflop),
-                                             high=_r(cost.tflop), unit="TFLOP", basis="analytic",
-                                             sources=list(opt.sources),
-                                             note="tokens: " + self.step_amount(opt)[1])
-            preds["step_hours"] = Prediction(value=_r(cost.hours), low=_r(cost.hours),
-                                             high=_r(cost.hours), unit="h", basis="analytic",
-                                             sources=list(self.chw.sources))
-            self._calibrate(preds, opt.method)
-            steps.append(preds)
-            s = s2
-        return ChainPrediction(base, steps, s)
-
-    def at_scale(self, opt: Option) -> Option:
-        """The option with its evidence weighted by this model's scale (Evidence.model_params);
-        anything the caller set that the evidence does not give (a prior) is kept."""
-        m = self.kb.methods.get(opt.method)
-        if m is None or not any(e.model_params for e in (*m.effects.quality, *m.effects.recovery,
-                                                          *m.effects.speedup)):
-            return opt
-        import dataclasses  # noqa: PLC0415
-
-        from slmrec.estimate.options import compile_option  # noqa: PLC0415
-
-        new = compile_option(m, opt.params, self.arch.params)
-        upd = {}
-        if new.quality is not None and opt.quality_status == "ok":
-            upd["quality"] = new.quality
-        if new.recovery is not None and opt.recovery is not None:
-            upd["recovery"] = new.recovery
-        if new.speedup is not None and opt.speedup is not None:
-            upd["speedup"] = new.speedup
-        return dataclasses.replace(opt, **upd) if upd else opt
-
-    def _model_predictions(self, s: ModelState, opt: Option | None, srcs: tuple[str, ...],
-                           q_sources: tuple[str, ...] = ()) -> dict[str, Prediction]:
-        vals = self.metrics(s)
-        out: dict[str, Prediction] = {}
-        src = list(dict.fromkeys(srcs or (tuple(self.arch.sources) + self.sources_hw)))
-        for name, v in zip(MODEL_METRICS[:7], vals):
-            out[name] = Prediction(value=_r(v), low=_r(v), high=_r(v), unit=UNITS[name],
-                                   basis="analytic", sources=src)
-        q_basis = "evidence" if q_sources else "analytic"
-        note = None
-        if opt is not None and opt.quality is not None and opt.quality.note:
-            note = opt.quality.note
-        out["quality_loss_pct"] = Prediction(value=_r(s.q), low=_r(min(s.q_lo, s.q)),
-                                             high=_r(max(s.q_hi, s.q)), unit="%", basis=q_basis,
-                                             sources=list(dict.fromkeys(q_sources)), note=note)
-        out["throughput_tok_s"] = Prediction(
-            value=_r(self.wl.batch * 1000 / vals[5]) if vals[5] else None, unit="tokens/s",
-            basis="analytic", sources=src)
-        return out
-
-    def _calibrate(self, preds: dict[str, Prediction], method: str) -> None:
-        cal = self.calibration
-        if cal is None:
-            return
-        for name, p in preds.items():
-            if p.value is None:
-                continue
-            got = cal.correct(name, p.value, method, low=p.low, high=p.high)
-            if got is not None:
-                v, lo, hi = got[0], got[1], got[2]
-                note = getattr(got, "note", "corrected by calibration on measured runs")
-                preds[name] = p.model_copy(update={"value": _r(v), "low": _r(lo), "high": _r(hi),
-                                                   "basis": "calibrated",
-                                                   "note": f"{note} (analytic {p.value:g})"})
-
-
-def _r(v: float | None) -> float | None:
-    if v is None:
-        return None
-    if v == 0 or not math.isfinite(v):
-        return float(v)
-    return float(f"{v:.5g}")
-
-
-@dataclass
-class ChainPrediction:
-    base: dict[str, Prediction]                   # the base model before any step
-    steps: list[dict[str, Prediction]]            # after each step (plus the step's own cost)
-    state: ModelState = field(repr=False)
-
-    @property
-    def final(self) -> dict[str, Prediction]:
-        """The model after the chain, plus the chain's peak step memory and total step compute."""
-        if not self.steps:
-            return dict(self.base)
-        out = {k: v for k, v in self.steps[-1].items() if k not in STEP_METRICS}
-        mems = [s["step_peak_memory_mb"] for s in self.steps]
-        peak = max(mems, key=lambda p: p.value or 0.0)
-        out["step_peak_memory_mb"] = peak
-        total = sum(s["step_tflop"].value or 0.0 for s in self.steps)
-        hours = sum(s["step_hours"].value or 0.0 for s in self.steps)
-        srcs = list(dict.fromkeys(x for s in self.steps for x in s["step_tflop"].sources))
-        out["step_tflop"] = Prediction(value=_r(total), low=_r(total), high=_r(total),
-                                       unit="TFLOP", basis="analytic", sources=srcs)
-        out["step_hours"] = Prediction(value=_r(hours), low=_r(hours), high=_r(hours), unit="h",
-                                       basis="analytic", sources=srcs)
-        return out
-
 
