@@ -117,3 +117,14 @@ def test_a_plans_runtime_step_applies_to_that_plan_only(kb):
     plain = est.predict_chain([]).final
     assert with_rt["decode_ms_per_token"].value < plain["decode_ms_per_token"].value
     assert est.profile.runtime == "runtime-hf-transformers"   # restored after the call
+
+
+def test_gguf_k_quants_step_writes_the_kb_mixture(kb):
+    # the case: Llama-3.2-1B Q4_K_M was predicted at 1.07 GB; llama.cpp writes 0.81 GB
+    from slmrec.estimate import compile_option
+
+    est = Estimator(kb, Arch.from_card(kb.models["llama-3.2-1b"]), kb.hardware["laptop-2core-avx2"])
+    opt = compile_option(kb.methods["gguf-k-quants"], {"bits": 4})
+    assert opt.format == "gguf-q4-k-m"
+    size = est.predict_chain([opt]).final["size_mb"].value
+    assert 790 <= size <= 820
