@@ -20,7 +20,7 @@ import time
 from bench._common import md_table, ratio
 
 MODEL = os.environ.get("BENCH_MODEL", "smollm2-135m")
-PROMPT_TOKENS, NEW_TOKENS, ROUNDS = 64, 24, 3
+PROMPT_TOKENS, LONG_PROMPT, NEW_TOKENS, ROUNDS = 64, 256, 24, 3
 SWEEP_ROWS = (1, 4, 16, 64, 256)
 
 
@@ -90,7 +90,9 @@ def main() -> dict:
     models = {"fp32": fp32, "int4": _quantized(4), "int8": _quantized(8)}
     variants = [("fp32", "fp32", True), ("int4 kernels", "int4", True), ("int4 dequantise", "int4", False),
                 ("int8 kernels", "int8", True), ("int8 dequantise", "int8", False)]
-    times: dict[str, dict[str, list]] = {v: {"prefill": [], "decode": []} for v, _, _ in variants}
+    long_ids = corpus.validation[:LONG_PROMPT][None]
+    times: dict[str, dict[str, list]] = {v: {"prefill": [], "decode": [], "prefill_long": []}
+                                         for v, _, _ in variants}
     tokens: dict[str, list[int]] = {}
     for label, key, use in variants:  # warm-up (and the kernels' one-time repacking)
         kernels.KERNELS_ENABLED = use
@@ -102,6 +104,10 @@ def main() -> dict:
             times[label]["prefill"].append(prefill)
             times[label]["decode"].append(decode)
             tokens[label] = toks
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                models[key](input_ids=long_ids, use_cache=True)
+                times[label]["prefill_long"].append(time.perf_counter() - t0)
     kernels.KERNELS_ENABLED = True
     med = {v: {k: 1000 * statistics.median(t) for k, t in d.items()} for v, d in times.items()}
     base = med["fp32"]
@@ -109,6 +115,7 @@ def main() -> dict:
     for label, key, use in variants:
         same = next((i for i, (a, b) in enumerate(zip(tokens[label], tokens["fp32"])) if a != b), NEW_TOKENS)
         rows.append([label, round(med[label]["prefill"], 1), round(base["prefill"] / med[label]["prefill"], 3),
+                     round(med[label]["prefill_long"], 1), round(base["prefill_long"] / med[label]["prefill_long"], 3),
                      round(med[label]["decode"], 2), round(base["decode"] / med[label]["decode"], 3), same])
     q4 = models["int4"].model.layers[0].mlp.up_proj
     head = models["int8"].lm_head
@@ -123,9 +130,11 @@ def main() -> dict:
         "int8_decode_speed_vs_fp32": ratio(base["decode"] / med["int8 kernels"]["decode"], None,
                                            f"{med['int8 kernels']['decode']:.1f} vs {base['decode']:.1f} ms/token"),
         "int4_prefill_speed_vs_fp32": ratio(base["prefill"] / med["int4 kernels"]["prefill"], None,
-                                            f"{PROMPT_TOKENS}-token prompt: dequantise + F.linear path"),
+                                            f"{PROMPT_TOKENS}-token prompt (kernels up to {kernels.KERNEL_MAX_ROWS} rows)"),
         "int8_prefill_speed_vs_fp32": ratio(base["prefill"] / med["int8 kernels"]["prefill"], None,
-                                            f"{PROMPT_TOKENS}-token prompt: dequantise + F.linear path"),
+                                            f"{PROMPT_TOKENS}-token prompt (kernels up to {kernels.KERNEL_MAX_ROWS} rows)"),
+        "int4_prefill_long_speed_vs_fp32": ratio(base["prefill_long"] / med["int4 kernels"]["prefill_long"], None,
+                                                 f"{LONG_PROMPT}-token prompt: dequantise + F.linear"),
         "int4_decode_kernel_vs_dequantise": ratio(med["int4 dequantise"]["decode"] / med["int4 kernels"]["decode"],
                                                   None, "same codes, kernels on / off"),
         "greedy_tokens_kernel_equal_dequantise": ratio(float(same4 and same8), ">= 1",
@@ -139,7 +148,8 @@ def main() -> dict:
         "ratios": ratios, "median_ms": med, "tokens": tokens, "sweep": sweep,
         "kernel_max_rows": kernels.KERNEL_MAX_ROWS, "kernel_wins_up_to_rows": crossover,
         "load_avg_1m": {"start": round(load_start, 2), "end": round(load_end, 2)},
-        "markdown": md_table(rows, ["variant", "prefill ms", "prefill speed ×", "decode ms/token",
+        "markdown": md_table(rows, ["variant", f"prefill {PROMPT_TOKENS} ms", "speed ×",
+                                    f"prefill {LONG_PROMPT} ms", "speed ×", "decode ms/token",
                                     "decode speed ×", "greedy tokens as fp32 before the first difference"])
         + f"\n\nBaseline: the bundled Q4_1 GGUF dequantised to fp32. Speed × is fp32 time over the "
           f"variant's ({torch.get_num_threads()} thread, median of {ROUNDS} interleaved rounds, "

@@ -9,7 +9,8 @@
   is one call per group (codes shifted to int8 by -128) plus the zero-point term
   (x summed over the group) @ ((128 - z) * s), in fp32.
 
-Both run only for calls with at most KERNEL_MAX_ROWS rows: bench/qlinear_kernels.py times the
+Both run only for calls with at most KERNEL_MAX_ROWS rows (decoding and short prompts):
+bench/qlinear_kernels.py times the
 kernels against dequantise + F.linear per row count and records where the kernel stops winning.
 The repacked copy is built at first use and rebuilt when the stored codes change in place; it is
 not part of the state dict. SLMREC_QLINEAR_KERNELS=0 (or KERNELS_ENABLED False) turns it off.
@@ -21,7 +22,7 @@ import os
 
 import torch
 
-KERNEL_MAX_ROWS = 16
+KERNEL_MAX_ROWS = 64  # bench/qlinear_kernels.py: the kernel beat dequantise + F.linear up to 64 rows, not at 256
 KERNELS_ENABLED = os.environ.get("SLMREC_QLINEAR_KERNELS", "1") != "0"
 INT4_KERNEL_GROUPS = (128, 64, 32)  # the CPU int4 kernel's group sizes, largest tried first
 _UNAVAILABLE: set[int] = set()  # bits whose kernel failed on this build: not tried again
