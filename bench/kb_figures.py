@@ -41,6 +41,24 @@ FIGURES: dict[str, dict] = {
         "chain": [("weight-only-quant", {"bits": 4, "group_size": 128, "embedding_bits": 8})]},
     "gptq-int4-g128": {"what": "GPTQ int4 (act-order), group 128, 8x256 calibration tokens, embedding table int8",
         "chain": [("gptq", {"bits": 4, "group_size": 128, "embedding_bits": 8, **CAL})]},
+    "rtn-int8-g32": {"what": "RTN int8 weights, group 32, embedding table int8",
+        "chain": [("weight-only-quant", {"bits": 8, "group_size": 32, "embedding_bits": 8})]},
+    "rtn-int4-g32": {"what": "RTN int4 weights, group 32, embedding table int8",
+        "chain": [("weight-only-quant", {"bits": 4, "group_size": 32, "embedding_bits": 8})]},
+    "cast-fp16": {"what": "cast to fp16",
+        "chain": [("cast", {"dtype": "fp16"})]},
+    "wanda-30": {"what": "Wanda 30% per output row on 8x256 calibration tokens, no healing",
+        "chain": [("wanda-prune", {"sparsity": 0.3, **CAL})]},
+    "structured-mlp-10": {"what": "10% of MLP channels removed by activation importance (8x256 calibration tokens), no healing",
+        "chain": [("structured-prune", {"target": "mlp", "fraction": 0.1, **CAL})]},
+    "structured-mlp-20": {"what": "20% of MLP channels removed by activation importance (8x256 calibration tokens), no healing",
+        "chain": [("structured-prune", {"target": "mlp", "fraction": 0.2, **CAL})]},
+    "structured-mlp-30": {"what": "30% of MLP channels removed by activation importance (8x256 calibration tokens), no healing",
+        "chain": [("structured-prune", {"target": "mlp", "fraction": 0.3, **CAL})]},
+    "layer-drop-12": {"what": "12.5% of blocks dropped (30 -> 26) by block-similarity importance, no healing",
+        "chain": [("layer-drop", {"fraction": 0.125, **CAL})]},
+    "layer-drop-25": {"what": "25% of blocks dropped by block-similarity importance, no healing",
+        "chain": [("layer-drop", {"fraction": 0.25, **CAL})]},
     "dynamic-int8": {"what": "torch.ao dynamic int8 on every nn.Linear (activations int8 per tensor), tied head kept float",
         "chain": [("dynamic-int8", {})]},
     "cast-bf16": {"what": "cast to bf16",
@@ -232,8 +250,13 @@ def write_kb(results: dict, root: Path | None = None) -> list[str]:
             fig = results["figures"][fid]
             entry = yaml.safe_load(line.strip()[2:])
             digits = 2 if fig["kind"] == "recovery" else 1
-            entry.update(low=round(fig["low"], digits), high=round(fig["high"], digits),
-                         baseline=BASELINE, model_params=134515008, setting=setting(fid, results))
+            low, high = fig["low"], fig["high"]
+            if str(entry.get("metric", "")).endswith("-improvement"):  # a gain: the change negated
+                low, high = -high, -low
+            base = entry.get("baseline") or ""
+            baseline = BASELINE if not base or base == BASELINE or "Q4_1" in base else f"{base}; {BASELINE}"
+            entry.update(low=round(low, digits), high=round(high, digits), baseline=baseline,
+                         model_params=134515008, setting=setting(fid, results))
             text = flow(entry)
             lines[i] = line[: len(line) - len(line.lstrip())] + "- " + text + "\n"
             written.append(fid)

@@ -70,6 +70,9 @@ def test_kb_figure_matches_its_measurement_within_the_spread(results, file, meth
     fig = results["figures"].get(fid)
     assert fig, f"{file}: {method} cites unknown figure {fid}; known: {', '.join(results['figures'])}"
     spread = fig["high"] - fig["low"] + ROUNDING
+    low, high = fig["low"], fig["high"]
+    if str(entry.get("metric", "")).endswith("-improvement"):  # a gain: the change negated
+        fig = {**fig, "low": -high, "high": -low, "value": -fig["value"]}
     assert abs(entry["low"] - fig["low"]) <= spread and abs(entry["high"] - fig["high"]) <= spread, \
         f"{file}: {method} [{entry['low']}, {entry['high']}] vs measured {fig['value']} [{fig['low']}, {fig['high']}]"
     assert entry["low"] - ROUNDING <= fig["value"] <= entry["high"] + ROUNDING
