@@ -38,15 +38,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(store: Path, log: Path, timeout: float = 90.0) -> Iterator[str]:
-    """Start `slmrec app` on a free loopback port; yield its URL; stop it (and only it)."""
+def serve(store: Path, log: Path, timeout: float = 90.0, root: Path = ROOT) -> Iterator[str]:
+    """Start `slmrec app` on a free loopback port; yield its URL; stop it (and only it).
+    `root`: the source tree to serve (the bench compares two checkouts)."""
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(root),
            "SLMREC_STORE": str(store), "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none",
            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "slmrec", "app", "--port", str(port)],
-                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
