@@ -87,8 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                          progress=not args.quiet and not args.json and sys.stderr.isatty(),
                          log=lambda msg: print(msg, file=sys.stderr))
     except KeyboardInterrupt:
-        print(f"interrupted; continue with: slmrec run {args.plan} --out {out} --resume",
-              file=sys.stderr)
+        print(f"interrupted; continue with: {resume_command(args, out)}", file=sys.stderr)
         return 1
     if args.json:
         print_json(report.to_dict())
@@ -101,8 +100,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{run} {report.status}" + (f": {report.reason}" if report.reason else "")
               + f" (report: {out / 'report.md'})")
         if not report.ok:
-            print(f"continue with: slmrec run {args.plan} --out {out} --resume", file=sys.stderr)
+            print(f"continue with: {resume_command(args, out)}", file=sys.stderr)
     return report.exit_code
+
+
+def resume_command(args: argparse.Namespace, out: Path) -> str:
+    """The command that continues this run: the original one, every option kept (model, data,
+    store, seed, KB overlays, ...), with --out pointing at the run folder and --resume."""
+    import shlex
+
+    cmd = ["slmrec", "run", str(args.plan)]
+    for flag, value in (("--model", args.model), ("--data", args.data),
+                        ("--store", args.store)):
+        if value:
+            cmd += [flag, str(value)]
+    for path in getattr(args, "kb", None) or []:
+        cmd += ["--kb", str(path)]
+    if args.seed != 0:
+        cmd += ["--seed", str(args.seed)]
+    for flag, on in (("--no-store", args.no_store),
+                     ("--allow-memory-overrun", args.allow_memory_overrun),
+                     ("--quiet", args.quiet), ("--json", args.json)):
+        if on:
+            cmd.append(flag)
+    return shlex.join(cmd + ["--out", str(out), "--resume"])
 
 
 # ------------------------------------------------------------------------------------------------
