@@ -37,9 +37,10 @@ class Bundle:
 @st.cache_resource(show_spinner="Loading the knowledge base", max_entries=4)
 def _load(overlay: str, signature: tuple) -> Bundle:  # keyed on $SLMREC_KB and the files' state
     kb = load_kb()
-    # The search index needs scikit-learn (seconds to import): build it while the page draws,
-    # so that the first search answers at once.
-    threading.Thread(target=text_index_of, args=(kb,), daemon=True).start()
+    # The search index needs scikit-learn (seconds to import): built with the KB, in the first
+    # load, so that the first search answers at once. (Not in a background thread: importing
+    # the same modules from two threads can deadlock Python's import locks.)
+    text_index_of(kb)
     return Bundle(kb, LifecycleGraph(kb))
 
 
