@@ -28,13 +28,9 @@ SCENARIO = "bundled-demo"
 
 
 def _settle(page) -> None:
-    from tests.app.browser import wait_idle
+    from tests.app.browser import settle
 
-    wait_idle(page)
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=\"stGraphVizChart\"]')]"
-        ".every(el => el.querySelector('svg'))", timeout=120_000)
-    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    settle(page)
 
 
 def _timed(page, action, expect) -> float:
@@ -46,11 +42,9 @@ def _timed(page, action, expect) -> float:
 
 
 def _pick(page, label: str, option: str) -> None:
-    """Choose `option` in the selectbox labelled `label`, as a user would (open, type, Enter)."""
-    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
-    box.locator("input").click()
-    box.locator("input").fill(option)
-    page.keyboard.press("Enter")
+    from tests.app.browser import pick
+
+    pick(page, label, option)
 
 
 def _methods(kb) -> list[tuple[str, str]]:

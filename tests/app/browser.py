@@ -132,3 +132,45 @@ def recommend_named(page, url: str, scenario: str, expect: str, shot: Path | Non
         page.wait_for_timeout(800)  # charts draw after the data arrives
         page.screenshot(path=str(shot), full_page=False)
         page.set_viewport_size(VIEWPORT)
+
+
+def settle(page) -> None:
+    """Idle, every graph drawn, and two frames painted."""
+    wait_idle(page)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stGraphVizChart\"]')]"
+        ".every(el => el.querySelector('svg'))", timeout=WAIT_MS)
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def selectbox(page, label: str):
+    return page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+
+
+def shown(page, label: str) -> str:
+    """What the selectbox labelled `label` shows: its text, and its input's value (where
+    Streamlit's searchable select writes the chosen option)."""
+    box = selectbox(page, label)
+    values = box.locator("input").evaluate_all("els => els.map(e => e.value)")
+    return " ".join([box.inner_text()] + values)
+
+
+def pick(page, label: str, option: str) -> None:
+    """Choose `option` in the selectbox labelled `label`, as a user would (open, type, Enter)."""
+    box = selectbox(page, label).locator("input")
+    box.click()
+    box.fill(option)
+    page.keyboard.press("Enter")
+
+
+def multi_pick(page, label: str, option: str) -> None:
+    box = page.locator('[data-testid="stMultiSelect"]').filter(has_text=label).first
+    box.locator("input").click()
+    box.locator("input").fill(option)
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+
+
+def method_chart(page):
+    """The explorer's method view: the graph after the 'Direct relations' heading."""
+    return page.locator('[data-testid="stGraphVizChart"]').nth(2)
