@@ -129,7 +129,7 @@ def comparison_chart(frame: pd.DataFrame, metrics: list[str]) -> alt.Chart | Non
         tooltip=tip)
     labels = base.mark_text(dx=8, align="left", fontSize=11).encode(
         x=alt.X("ratio:Q", scale=scale), text="miss:N")
-    height = max(120, 34 * len(set(data["metric"])) * max(1, min(len(steps), 4)) // 2)
+    height = 60 + 26 * len(set(data["metric"])) * len(steps)  # a row per step and metric
     return alt.layer(band, one, points, labels).properties(height=height)
 
 
