@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import os
 import threading
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,15 +137,6 @@ def graph(dot: str, slot: str) -> None:
 
 # ---- formatting ----------------------------------------------------------------------------
 
-_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_[]<>$#|~"})
-
-
-def md(text: Any) -> str:
-    """Text from the KB or the user as literal markdown: no LaTeX from `$bits ... $`, no
-    emphasis, links or HTML from names."""
-    return str(text).translate(_MARKDOWN)
-
-
 def _missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and x != x)  # None or NaN
 
@@ -207,8 +199,8 @@ def source_link(kb: KB, sid: str) -> str:
         return f"`{sid}`"
     url = s.url or (f"https://arxiv.org/abs/{s.arxiv}" if s.arxiv else
                     f"https://doi.org/{s.doi}" if s.doi else "")
-    ident = f"[{md(s.identifier)}]({url})" if url else md(s.identifier)
-    return f"`{sid}` {md(s.title)} ({s.year}) {ident}"
+    ident = f"[{md_text(s.identifier)}]({url})" if url else md_text(s.identifier)
+    return f"`{sid}` {md_text(s.title)} ({s.year}) {ident}"
 
 
 def id_list(ids: Iterable[str]) -> str:
@@ -219,3 +211,18 @@ def id_list(ids: Iterable[str]) -> str:
 def name_of(kb: KB, id: str) -> str:
     rec = kb.record(id)
     return getattr(rec, "name", None) or getattr(rec, "title", None) or id
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~$]|:(?=\S))")
+
+
+def md_text(value: Any) -> str:
+    """A user-supplied name as literal text inside Markdown: every character Markdown (or
+    Streamlit's HTML, links, images, emoji shortcodes, LaTeX) would interpret is escaped, so a run
+    or plan name such as `![x](http://host/t.png)` shows as written and fetches nothing."""
+    return _MD_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
+
+
+def md_code(value: Any) -> str:
+    """A user-supplied value inside an inline code span (backticks cannot close it early)."""
+    return "`" + str(value).replace("`", "'").replace("\n", " ") + "`"

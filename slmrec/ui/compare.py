@@ -12,7 +12,7 @@ from slmrec.ui.common import (
     evidence_rows,
     fmt_range,
     fmt_value,
-    md,
+    md_text,
     source_link,
 )
 
@@ -49,7 +49,7 @@ def _column(b, mid: str) -> dict[str, str]:
     col["conflicts with"] = fmt_value(g.conflicts_with(mid))
     col["sources"] = fmt_value(m.sources)
     # st.table renders its cells as markdown: `$bits ... $` would be typeset as LaTeX.
-    return {k: md(v) for k, v in col.items()}
+    return {k: md_text(v) for k, v in col.items()}
 
 
 def range_chart(rows: list[dict]) -> alt.Chart | None:
@@ -82,7 +82,7 @@ def render() -> None:
     if len(chosen) < 2:
         st.info("Pick two to four methods to see them side by side.")
         return
-    table = pd.DataFrame({md(kb.methods[m].name): _column(b, m) for m in chosen})
+    table = pd.DataFrame({md_text(kb.methods[m].name): _column(b, m) for m in chosen})
     st.table(table)  # a static table wraps long cells (summaries, ranges) instead of cutting them
 
     rows = [r for m in chosen for r in evidence_rows(kb, m)]

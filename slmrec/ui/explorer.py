@@ -19,7 +19,7 @@ from slmrec.ui.common import (
     graph,
     id_list,
     kb_key,
-    md,
+    md_text,
     name_of,
     source_link,
     text_index,
@@ -262,7 +262,7 @@ def method_panel(b: Bundle, mid: str, kinds: list[str]) -> None:
         st.caption("No quality, recovery or speed-up figures recorded.")
     transform = {k: v for k, v in m.effects.transform.model_dump(exclude_defaults=True).items()}
     if transform:
-        st.markdown("Transform: " + ", ".join(f"`{k}` = {md(fmt_value(v))}"
+        st.markdown("Transform: " + ", ".join(f"`{k}` = {md_text(fmt_value(v))}"
                                               for k, v in transform.items()))
     if m.params:
         with st.expander(f"Parameters ({len(m.params)})"):

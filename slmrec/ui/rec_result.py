@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from slmrec.kb import KB
-from slmrec.ui.common import fmt_range, fmt_value, md
+from slmrec.ui.common import fmt_range, fmt_value, md_text
 
 TOP_K = 3
 HEADLINE = [("quality_loss_pct", "Quality loss", "%"),
@@ -162,21 +162,21 @@ def plan_detail(plan, kb: KB, token: str) -> None:
         col.metric(label, "–" if v is None else f"{fmt_value(round(v, 2))} {unit}",
                    help=f"range {fmt_range(lo, hi)} {unit}" if lo is not None else None)
     for v in plan.violations:
-        st.warning(f"breaks: {md(v)}")
+        st.warning(f"breaks: {md_text(v)}")
     for note in plan.notes:
-        st.info(md(note))
+        st.info(md_text(note))
     if not plan.steps:
         st.write("No step: the base model already meets every constraint.")
     for i, step in enumerate(plan.steps, start=1):
         m = kb.methods.get(step.method)
         name = m.name if m else step.method
         with st.container(border=True):
-            st.markdown(f"#### Step {i}: {md(name)}")
+            st.markdown(f"#### Step {i}: {md_text(name)}")
             params = ", ".join(f"`{k}` = {fmt_value(v)}" for k, v in step.params.items())
             st.caption(f"`{step.method}`" + (f" · {m.component} · {m.family}" if m else "")
                        + (f" · {params}" if params else ""))
             for why in step.why:
-                st.markdown(f"- {md(why)}")
+                st.markdown(f"- {md_text(why)}")
             if step.predicted:
                 with st.expander("Predicted after this step"):
                     st.dataframe(_prediction_rows(step.predicted, kb), hide_index=True)
@@ -205,12 +205,12 @@ def show(rec, kb: KB, token: str) -> None:
     if not rec.feasible:
         st.warning("No plan meets every constraint; the closest plan is shown. Binding:")
         for b in rec.binding:
-            st.markdown(f"- {md(b)}")
+            st.markdown(f"- {md_text(b)}")
     elif not rec.plans:
         st.warning("The recommender returned no plan.")
         return
     stats = rec.stats or {}
-    st.caption(f"Scenario '{sc.name}': {len(rec.plans)} ranked plans, "
+    st.caption(f"Scenario '{md_text(sc.name)}': {len(rec.plans)} ranked plans, "
                f"{stats.get('chains_evaluated', '?')} chains evaluated over "
                f"{stats.get('options', '?')} options in {stats.get('seconds', '?')} s "
                f"(KB {rec.kb_version}).")

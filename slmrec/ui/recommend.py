@@ -14,7 +14,7 @@ import os
 import streamlit as st
 
 from slmrec.errors import SlmrecError
-from slmrec.ui.common import bundle, md, missing, optional, show_problems
+from slmrec.ui.common import bundle, md_text, missing, optional, show_problems
 from slmrec.ui import rec_result
 
 DATA_FIELDS = [("calibration", "Calibration samples", 1.0),
@@ -249,8 +249,8 @@ def render() -> None:
         except SlmrecError as exc:
             show_problems(exc)
             return
-        st.caption(md(sc.description or sc.task))
-        st.markdown(f"**{md(sc.summary())}**")
+        st.caption(md_text(sc.description or sc.task))
+        st.markdown(f"**{md_text(sc.summary())}**")
         with st.expander("Scenario YAML"):
             st.code(scenario.dump_yaml(sc), language="yaml")
         token = _token("named", name, kb.version)
@@ -266,7 +266,7 @@ def render() -> None:
             except SlmrecError as exc:
                 show_problems(exc)
                 return
-            st.markdown(f"**{md(sc.summary())}**")
+            st.markdown(f"**{md_text(sc.summary())}**")
     if recommend is None:
         missing("Ranking plans", "slmrec.recommend")
         return

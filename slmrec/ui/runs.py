@@ -18,16 +18,17 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 import streamlit as st
-import yaml
 
 from slmrec.errors import SlmrecError
 from slmrec.evidence import RunStore, default_store_path
 from slmrec.plan import parse_plan, validate_plan
+from slmrec import safeyaml
 from slmrec.ui.common import (
     bundle,
     fmt_range,
     fmt_value,
-    md,
+    md_code,
+    md_text,
     optional,
     show_problems,
     user_errors,
@@ -135,14 +136,15 @@ def comparison_chart(frame: pd.DataFrame, metrics: list[str]) -> alt.Chart | Non
 
 def run_detail(store: RunStore, run_id: int) -> None:
     run = store.run(run_id)
-    st.markdown(f"### Run {run['id']}: {run['name'] or 'unnamed plan'} "
+    st.markdown(f"### Run {run['id']}: {md_text(run['name'] or 'unnamed plan')} "
                 f"{STATUS_BADGE.get(run['status'], run['status'])}")
     if run["reason"]:
-        (st.error if run["status"] == "failed" else st.warning)(run["reason"])
-    st.caption(f"base model `{run['base_model']}` · plan hash `{run['plan_hash']}` · KB "
-               f"`{run['kb_version'] or '–'}` · seed {run['seed']} · "
-               f"created {run['created']} · "
-               f"finished {run['finished'] or '–'} · folder `{run['out_dir'] or '–'}`")
+        (st.error if run["status"] == "failed" else st.warning)(md_text(run["reason"]))
+    st.caption(f"base model {md_code(run['base_model'])} · plan hash {md_code(run['plan_hash'])} "
+               f"· KB {md_code(run['kb_version'] or '–')} · seed {md_text(run['seed'])} · "
+               f"created {md_text(run['created'])} · "
+               f"finished {md_text(run['finished'] or '–')} · folder "
+               f"{md_code(run['out_dir'] or '–')}")
     if run["steps"]:
         st.dataframe(pd.DataFrame([{
             "#": s["step_index"] + 1, "method": s["method"], "runner": s["runner"] or "",
@@ -237,11 +239,9 @@ def launch_panel() -> None:
                    "`slmrec recommend`, or by hand.")
         return
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        st.error(f"<plan>{':' + str(mark.line + 1) if mark else ''}: invalid YAML: "
-                 f"{getattr(exc, 'problem', None) or exc}")
+        data = safeyaml.load(text)[0]  # bounded: duplicate keys and alias bombs refused
+    except safeyaml.YamlProblem as exc:
+        st.error(md_text(f"<plan>{':' + str(exc.line) if exc.line else ''}: {exc.message}"))
         return
     try:
         plan = parse_plan(data, "<plan>")
@@ -259,7 +259,7 @@ def launch_panel() -> None:
                               help="the plan was built for its base model; a bundled model "
                                    "runs offline on this machine")
     if model_pick == model_opts[0] and bundled and plan.base_model not in _bundled_models():
-        st.caption(f"`{md(plan.base_model)}` must be on this machine (a local folder or the "
+        st.caption(f"`{md_text(plan.base_model)}` must be on this machine (a local folder or the "
                    f"Hugging Face cache) to run here; {', '.join(bundled)} runs offline.")
     model = None if model_pick == model_opts[0] else model_pick
     stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in (plan.name or "plan"))
@@ -313,7 +313,7 @@ def follow() -> None:
         return
     proc: subprocess.Popen = job["proc"]
     total = max(job["steps"], 1)
-    box = st.status(f"Running {job['name']}", expanded=True)
+    box = st.status(f"Running {md_text(job['name'])}", expanded=True)
     bar = box.progress(0.0, text="starting")
     log_area = box.empty()
     while True:
@@ -328,9 +328,9 @@ def follow() -> None:
             break
         time.sleep(0.5)
     if code == 0:
-        box.update(label=f"{job['name']}: completed", state="complete")
+        box.update(label=f"{md_text(job['name'])}: completed", state="complete")
     else:
-        box.update(label=f"{job['name']}: exit code {code}", state="error")
+        box.update(label=f"{md_text(job['name'])}: exit code {code}", state="error")
     errors = [ln[len("error: "):] for ln in _tail(job["log"], 400) if ln.startswith("error: ")]
     st.session_state["runs_last"] = {"name": job["name"], "code": code, "log": job["log"],
                                      "run": run["id"] if run else None, "errors": errors}
@@ -347,9 +347,9 @@ def last_launch() -> None:
         return
     where = f"run {last['run']}" if last["run"] is not None else "the run"
     if last["code"] == 0:
-        st.success(f"{last['name']}: {where} completed; it is open above.")
+        st.success(f"{md_text(last['name'])}: {where} completed; it is open above.")
     else:
-        st.error(f"{last['name']}: {where} ended with exit code {last['code']} (log: "
+        st.error(f"{md_text(last['name'])}: {where} ended with exit code {last['code']} (log: "
                  f"`{last['log']}`).")
         for line in last["errors"]:
             st.error(line)
@@ -370,7 +370,8 @@ def render() -> None:
         st.info("No runs recorded yet. Launch a plan below, or run `slmrec run PLAN.yaml`.")
     else:
         st.dataframe(pd.DataFrame([{
-            "id": r["id"], "status": r["status"],
+            "id": r["id"],
+            "status": r["status"] + (" (stale: process gone)" if r.get("stale") else ""),
             "plan": r["name"] or "–", "base model": r["base_model"],
             "steps done": r["steps_completed"],
             "created (UTC)": r["created"][:19].replace("T", " "),

@@ -10,7 +10,7 @@ import streamlit as st
 
 from slmrec.kb import KB, iter_citations
 from slmrec.schema import SourceKind
-from slmrec.ui.common import bundle, evidence_rows, md, source_link
+from slmrec.ui.common import bundle, evidence_rows, md_text, source_link
 
 
 def _url(s) -> str:
@@ -85,7 +85,7 @@ def render() -> None:
                        format_func=lambda i: f"{kb.sources[i].title} ({kb.sources[i].year})")
     st.session_state["src_current"] = sid
     s = kb.sources[sid]
-    st.markdown("#### " + md(s.title))
+    st.markdown("#### " + md_text(s.title))
     st.markdown(source_link(kb, sid))
     if s.authors:
         st.caption(", ".join(s.authors))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.app.conftest import frame, new_app
-from slmrec.ui.common import md
+from slmrec.ui.common import md_text
 from tests.app.test_recommend import keyed
 
 
@@ -21,10 +21,12 @@ def test_compare_needs_two_methods_then_shows_them_side_by_side(kb):
     at.multiselect(key="cmp_methods").set_value(chosen).run()
     assert not at.exception and not at.info
     table = at.table[0].value
-    assert list(table.columns) == [kb.methods[m].name for m in chosen]
+    # st.table renders markdown: names and values are escaped (no LaTeX, links or emphasis).
+    assert list(table.columns) == [md_text(kb.methods[m].name) for m in chosen]
     for row in ("data", "teacher", "compute", "hardware to run", "transform", "sources"):
         assert row in table.index
-    assert table.loc["component", kb.methods[chosen[0]].name] == kb.methods[chosen[0]].component
+    assert table.loc["component", md_text(kb.methods[chosen[0]].name)] == \
+        md_text(kb.methods[chosen[0]].component)
     md = "\n".join(m.value for m in at.markdown)
     for src in kb.methods[chosen[0]].sources:
         assert f"`{src}`" in md
@@ -70,13 +72,13 @@ def test_the_sources_dropdown_shows_the_source_on_display(kb):
     sid = _id_of(kb, box.options[3])
     box.set_value(sid).run()
     shown = next(m.value for m in at.markdown if m.value.startswith("#### "))
-    assert shown == "#### " + md(kb.sources[sid].title)
+    assert shown == "#### " + md_text(kb.sources[sid].title)
     # Narrow the list so that the source moves to another position: dropdown and page agree.
     at.text_input(key="src_filter").input(kb.sources[sid].title[:12]).run()
     box = keyed(at.selectbox, "src_selected_")
     assert box.value == sid
     assert next(m.value for m in at.markdown if m.value.startswith("#### ")) == \
-        "#### " + md(kb.sources[sid].title)
+        "#### " + md_text(kb.sources[sid].title)
 
 
 def _id_of(kb, label: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from slmrec.ui.common import md_text
 from tests.app.conftest import frame, new_app
 
 
@@ -34,7 +35,8 @@ def test_named_scenario_recommendation(scenario_overlay):
     at.button(key="rec_go").click().run()
     assert not at.exception and not at.error
     top = rec.plans[0]
-    expect = [f"#### Step {i}: {kb.methods[s.method].name}" for i, s in enumerate(top.steps, 1)]
+    expect = [f"#### Step {i}: {md_text(kb.methods[s.method].name)}"
+              for i, s in enumerate(top.steps, 1)]
     assert _headers(at) == expect
     plans = frame(at, "quality range")
     assert list(plans["plan"]) == [p.name for p in rec.plans]
@@ -51,7 +53,7 @@ def test_named_scenario_recommendation(scenario_overlay):
     if len(rec.plans) > 1:
         keyed(at.selectbox, "rec_plan_").set_value(1).run()
         second = rec.plans[1]
-        assert _headers(at) == [f"#### Step {i}: {kb.methods[s.method].name}"
+        assert _headers(at) == [f"#### Step {i}: {md_text(kb.methods[s.method].name)}"
                                 for i, s in enumerate(second.steps, 1)]
     keyed(at.button, "rec_to_runs_").click().run()
     assert not at.exception
@@ -106,7 +108,7 @@ def test_form_started_from_a_named_scenario(scenario_overlay):
     assert at.number_input(key="rf_memory_mb").value == scenario_overlay["budgets"]["memory_mb"]
     at.button(key="rf_go").click().run()
     assert not at.exception and not at.error
-    assert _headers(at) == [f"#### Step {i}: {kb.methods[s.method].name}"
+    assert _headers(at) == [f"#### Step {i}: {md_text(kb.methods[s.method].name)}"
                             for i, s in enumerate(rec.plans[0].steps, 1)]
     # Loosen the budget in the form: the page recomputes from the form's values.
     at.number_input(key="rf_memory_mb").set_value(None)
