@@ -10,6 +10,7 @@ served instead: an older one shows each finding failing.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -150,7 +151,9 @@ def test_the_sources_dropdown_names_the_source_on_display(app, kb):
     page.goto(f"{url}/?page=Sources")
     page.get_by_role("heading", name="Sources").first.wait_for()
     settle(page)
-    target = sorted(kb.sources.values(), key=lambda s: s.id)[5]
+    plain = [s for s in sorted(kb.sources.values(), key=lambda s: s.id)
+             if re.fullmatch(r"[A-Za-z0-9 ,.]+", s.title)]  # typed as is, shown as is
+    target = plain[len(plain) // 2]
     pick(page, "Source", target.title)
     page.get_by_role("heading", name=target.title, exact=True).wait_for()
     settle(page)
