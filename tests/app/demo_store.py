@@ -36,3 +36,9 @@ def fill(store_path: Path | str, out_dir: Path) -> tuple[object, int, int]:
     store.record_step(failed, 0, "gptq", status="failed", reason="out of memory: test")
     store.finish_run(failed, "failed", "step 1 (gptq) failed: out of memory: test")
     return store, rid, failed
+
+
+if __name__ == "__main__":  # fill a store with another checkout's RunStore (bench/app_browser.py)
+    import sys
+
+    fill(sys.argv[1], Path(sys.argv[2]))
