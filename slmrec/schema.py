@@ -371,6 +371,9 @@ class Transform(Record):
         default=None, description="extra parameters at inference (unmerged adapters, drafts)"
     )
     init_from_scratch: bool = False
+    format: Id | ParamRef | None = Field(
+        default=None, description="storage format id (kb formats) the step writes; its per-tensor "
+                                  "layout then decides size and bits read per token")
     note: str | None = None
 
 
@@ -574,6 +577,96 @@ class Goal(Record):
     sources: list[Id] = Field(min_length=1)
 
 
+# --------------------------------------------------------------------------------------------
+# Storage formats and runtime profiles (what the estimator prices sizes and speeds with)
+# --------------------------------------------------------------------------------------------
+
+TensorClass = Literal["embed", "output", "attn_q", "attn_k", "attn_v", "attn_o", "ffn_gate",
+                      "ffn_up", "ffn_down", "norm"]
+
+
+class TensorType(Record):
+    """How one storage type lays out weights: `bytes` per block of `block` weights (a float type
+    has block 1), plus what a quantized checkpoint keeps beside the packed values."""
+
+    id: Id
+    name: str
+    block: int = Field(gt=0, description="weights per block (a row must be a multiple)")
+    bytes: float = Field(gt=0, description="bytes one block takes, scales and minimums included")
+    fallback: Id | None = Field(default=None, description="type used when a row is not a "
+                                                          "multiple of block")
+    column_bits: float = Field(default=0.0, ge=0, description="extra bits per input column "
+                                                              "(GPTQ's g_idx)")
+    row_bits: float = Field(default=0.0, ge=0, description="extra bits per output row (a "
+                                                           "per-channel scale)")
+    dequantizes: bool = Field(default=False, description="kernels unpack it before the matmul")
+    note: str | None = None
+    sources: list[Id] = Field(min_length=1)
+
+    @property
+    def bits(self) -> float:
+        return self.bytes * 8 / self.block
+
+
+class FormatRule(Record):
+    """Tensors of these classes (in these layers) are stored as `type`."""
+
+    tensors: list[TensorClass] = Field(min_length=1)
+    type: Id
+    layers: Literal["all", "more-bits"] | None = Field(
+        default=None, description="more-bits: llama.cpp's use_more_bits (first and last eighth, "
+                                  "every third between)")
+    first: int | None = Field(default=None, ge=0, description="only the first N layers")
+    first_fraction: float | None = Field(default=None, gt=0, le=1,
+                                         description="only layers i < n*fraction")
+    min_gqa: int | None = Field(default=None, gt=0, description="only when heads/kv_heads >= N")
+    misfit: Id | None = Field(default=None, description="type instead when a row is not a "
+                                                        "multiple of the rule type's block")
+
+
+class Format(Record):
+    """A checkpoint format: a default tensor type, rules per tensor class (first match wins)."""
+
+    id: Id
+    name: str
+    container: Literal["gguf", "safetensors", "pte", "onnx"]
+    default: Id
+    rules: list[FormatRule] = Field(default_factory=list)
+    extends: Id | None = Field(default=None, description="a format whose rules follow these")
+    unties_embeddings: bool = Field(default=False, description="a tied table is written twice "
+                                                               "(embedding and head)")
+    norm_type: Id = Field(default="ggml-f32", description="type of 1-D tensors (norms, biases)")
+    overhead_bytes: float = Field(default=0.0, ge=0, description="fixed metadata bytes")
+    aliases: list[str] = Field(default_factory=list)
+    note: str | None = None
+    sources: list[Id] = Field(min_length=1)
+
+
+class RuntimeFit(Record):
+    """A runtime's decode/prefill constants on one hardware class (fitted to published speeds)."""
+
+    hardware_class: str = Field(min_length=1)
+    bandwidth_efficiency: float = Field(gt=0, le=1.2)
+    compute_efficiency: float = Field(default=0.5, gt=0, le=1.2)
+    token_ms: float = Field(default=0.0, ge=0, description="fixed time per decoded token")
+    layer_ms: float = Field(default=0.0, ge=0, description="fixed time per layer per token")
+    dequant_layer_ms: float = Field(default=0.0, ge=0, description="extra per layer when "
+                                                                   "weights are dequantized")
+    rows: int = Field(default=0, ge=0, description="published rows the fit used")
+    basis: Literal["fitted", "assumed"] = "fitted"
+
+
+class Runtime(Record):
+    """An inference runtime family and its per-hardware-class constants."""
+
+    id: Id
+    name: str
+    methods: list[Id] = Field(default_factory=list, description="deployment methods that run it")
+    fits: list[RuntimeFit] = Field(min_length=1)
+    note: str | None = None
+    sources: list[Id] = Field(min_length=1)
+
+
 # Top-level keys a KB file may hold, and the record type of each.
 SECTIONS: dict[str, type[Record]] = {
     "goals": Goal,
@@ -584,6 +677,9 @@ SECTIONS: dict[str, type[Record]] = {
     "relations": Relation,
     "hardware": Hardware,
     "models": BaseModelCard,
+    "tensor_types": TensorType,
+    "formats": Format,
+    "runtimes": Runtime,
 }
 
 
