@@ -95,6 +95,7 @@ def schema_use(kb: KB) -> dict[str, int]:
     methods = list(kb.methods.values())
     return {
         "evidence.baseline": sum(1 for e in evs if e.baseline),
+        "evidence.versus": sum(1 for e in evs if e.versus),
         "evidence.model_params": sum(1 for e in evs if e.model_params),
         "evidence.scope": sum(1 for e in evs if e.scope),
         "evidence.data": sum(1 for e in evs if e.data),

@@ -327,9 +327,13 @@ class Evidence(Record):
         default_factory=dict, description="step parameters this figure applies to"
     )
     baseline: str | None = Field(
-        default=None, description="what the figure is relative to when that is not the step's "
-                                  "input model, e.g. 'full fine-tuning', 'LoRA at the same rank'; "
-                                  "the estimator reads only input-relative quality and recovery")
+        default=None, description="the reference the figure is measured against, in words (the "
+                                  "base model as bundled, a full KV cache); see `versus` for a "
+                                  "figure against another method")
+    versus: str | None = Field(
+        default=None, description="the other method or system the figure compares against "
+                                  "(LoRA against full fine-tuning): not a change of the step's "
+                                  "input, so the estimator and the recommender never read it as one")
     model_params: float | None = Field(
         default=None, gt=0, description="parameters of the model the figure was measured on")
     scope: Literal["decode", "prefill", "throughput", "ttft", "training", "end-to-end"] | None = \

@@ -101,16 +101,16 @@ def compile_option(m: Method, params: dict[str, Any], model_params: float | None
     lossy = (int_quant or edits or tr.init_from_scratch
              or ("activation_bits" in t and t["activation_bits"] < 16)
              or ("kv_cache_bits" in t and t["kv_cache_bits"] < 16))
-    # A figure against another baseline (full fine-tuning, LoRA, another system) is not a change of
+    # A figure against another method (`versus`: full fine-tuning, LoRA, another system) is not a change of
     # the step's input model; speed figures count only when they time decoding.
-    q = match_evidence([e for e in m.effects.quality if not e.baseline], params, model_params)
+    q = match_evidence([e for e in m.effects.quality if not e.versus], params, model_params)
     if isinstance(q, Range):
         quality, status = q, "ok"
     elif lossy:
         quality, status = None, (q or "missing")
     else:
         quality, status = ZERO, "lossless"
-    rec = match_evidence([e for e in m.effects.recovery if not e.baseline], params, model_params)
+    rec = match_evidence([e for e in m.effects.recovery if not e.versus], params, model_params)
     spd = match_evidence([e for e in m.effects.speedup
                           if e.scope in (None, "decode", "end-to-end")], params, model_params)
     c = m.cost

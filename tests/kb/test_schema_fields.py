@@ -179,7 +179,8 @@ def test_tiny_model_card_is_valid_as_written():
 
 @pytest.mark.parametrize("extra,counted", [
     ({}, True),                                        # relative to the step's input model
-    ({"baseline": "full fine-tuning"}, False),         # another baseline: not a change of the input
+    ({"baseline": "the base model as bundled"}, True),  # names the input: still counted
+    ({"versus": "full fine-tuning"}, False),           # another method: not a change of the input
 ])
 def test_estimator_reads_only_input_relative_quality(extra, counted):
     from slmrec.estimate import compile_option

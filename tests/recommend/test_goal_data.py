@@ -129,8 +129,8 @@ def test_baseline_relative_figures_feed_no_prior(kb, attr):
     """A source cited only for figures against another method (LoRA against full fine-tuning,
     PiSSA against LoRA) never shows up in a prior or a gain."""
     rel_only = {e.source for m in kb.methods.values() for e in _numeric(getattr(m.effects, attr))
-                if e.baseline} - {e.source for m in kb.methods.values()
-                                  for e in _numeric(getattr(m.effects, attr)) if not e.baseline}
+                if e.versus} - {e.source for m in kb.methods.values()
+                                  for e in _numeric(getattr(m.effects, attr)) if not e.versus}
     assert rel_only
     for m in kb.methods.values():
         if attr == "task_gain":
@@ -171,3 +171,16 @@ def test_max_steps_bounds_the_stages_too(kb):
     assert len(changing) <= 2, changing
     assert any(c.relax == "preferences.max_steps" for c in rec.counterfactuals), \
         [c.change for c in rec.counterfactuals]
+
+
+def test_measured_figures_against_the_bundled_base_are_read(kb):
+    """`baseline` describes the reference (our measured figures name the bundled Q4_1 base); only
+    `versus` (another method) keeps a figure out of the estimate."""
+    from slmrec.estimate.options import compile_option, default_params
+
+    measured = [(m, e) for m in kb.methods.values() for e in m.effects.quality
+                if e.basis.value == "measured" and e.baseline and not e.versus and not e.when]
+    assert measured
+    for m, _ in measured:
+        opt = compile_option(m, default_params(m), 134_515_008)
+        assert opt.quality is not None, m.id
