@@ -21,6 +21,7 @@ import networkx as nx
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from slmrec import safeyaml
 from slmrec.errors import Problem, SlmrecError, unknown
 from slmrec.schema import (
     SECTIONS,
@@ -39,7 +40,6 @@ from slmrec.schema import (
 )
 
 SHIPPED_KB = Path(__file__).resolve().parent.parent / "kb"
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -148,23 +148,21 @@ def read_yaml(path: Path) -> tuple[object, dict[tuple, int], list[Problem]]:
     """Parse a YAML file safely; return (data, line of each top-level list item, problems)."""
     shown = _display(path)
     try:
+        if not path.is_file():
+            return None, {}, [Problem(shown, "not a regular file")]
+        if path.stat().st_size > safeyaml.MAX_BYTES:
+            return None, {}, [Problem(shown, f"file is larger than {safeyaml.MAX_BYTES // 2**20} "
+                                             "MB; refusing to parse it")]
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, {}, [Problem(shown, f"cannot read file: {exc}")]
     if not text.strip():
         return None, {}, [Problem(shown, "file is empty; expected a mapping of sections "
                                          f"({', '.join(SECTIONS)})")]
-    loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        msg = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return None, {}, [Problem(shown, f"invalid YAML: {msg}", line=line)]
-    finally:
-        loader.dispose()
+        data, node = safeyaml.load(text)
+    except safeyaml.YamlProblem as exc:
+        return None, {}, [Problem(shown, exc.message, line=exc.line)]
     lines: dict[tuple, int] = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
