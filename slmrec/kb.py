@@ -376,9 +376,15 @@ def check_references(kb: KB) -> list[Problem]:
         for kind in ("quality", "recovery", "speedup", "task_gain"):
             for i, ev in enumerate(getattr(m.effects, kind)):
                 ref(m.id, label, f"effects.{kind}[{i}].source", ev.source, kb.sources, "source")
-                for k in ev.when:
+                for k, v in ev.when.items():
                     if k not in m.params:
                         ref(m.id, label, f"effects.{kind}[{i}].when", k, m.params, "parameter")
+                    elif m.params[k].check(v):
+                        o = kb.origin.get(m.id)
+                        problems.append(Problem(o.file if o else "<kb>",
+                                                f"{k}={v!r}: {m.params[k].check(v)}", label,
+                                                f"effects.{kind}[{i}].when.{k}",
+                                                o.line if o else None))
         for j, case in enumerate(m.effects.transform_cases):
             fld = f"effects.transform_cases[{j}]"
             for k, v in case.when.items():

@@ -140,13 +140,19 @@ def _show(args) -> int:
         say("  requires: " + ", ".join(f"{k}={v}" for k, v in req.items()
                                           if v not in (None, [], False, "none")))
     effects = rec.get("effects", {})
-    for kind in ("quality", "recovery", "speedup"):
+    for kind in ("quality", "recovery", "speedup", "task_gain"):
         for ev in effects.get(kind, []):
-            rng = "unpublished" if ev.get("low") is None else f"{ev['low']}..{ev['high']}"
+            rng = ev.get("basis") if ev.get("low") is None else f"{ev['low']}..{ev['high']}"
             when = f" when {ev['when']}" if ev.get("when") else ""
-            say(f"  {kind}: {rng}{when} [{ev['source']}] {ev.get('setting') or ev.get('note') or ''}".rstrip())
+            vs = f" vs {ev['baseline']}" if ev.get("baseline") else ""
+            scope = f" ({ev['scope']})" if ev.get("scope") else ""
+            say(f"  {kind}{scope}: {rng}{when}{vs} [{ev['source']}] "
+                f"{ev.get('setting') or ev.get('note') or ''}".rstrip())
     if effects.get("transform"):
         print(f"  transform: {effects['transform']}")
+    for case in effects.get("transform_cases", []):
+        print(f"  transform when {case['when']}: "
+              f"{ {k: v for k, v in case.items() if k != 'when' and v not in (None, False)} }")
     links = ("comes_after", "comes_before", "recovered_by", "conflicts_with") if args.all else ()
     for key in links + ("methods", "cited_by"):
         if data.get(key):

@@ -95,3 +95,12 @@ def test_graph_export_cli(capsys, tmp_path, fmt):
     target = tmp_path / f"kb.{fmt}"
     code, out, _ = _run(capsys, "graph", "export", "--format", fmt, "-o", str(target))
     assert code == 0 and target.stat().st_size > 10_000 and "nodes" in out
+
+
+def test_show_prints_task_gains_baselines_and_transform_cases(capsys):
+    code, out, _ = _run(capsys, "kb", "show", "pissa")
+    assert code == 0 and "task_gain: 7.6..7.6 vs LoRA at the same rank" in out
+    code, out, _ = _run(capsys, "kb", "show", "lora")
+    assert "transform when {'merge': False}" in out and "adds_params_fraction" in out
+    code, out, _ = _run(capsys, "kb", "show", "snapkv")
+    assert "speedup (decode): not-transferable" in out
