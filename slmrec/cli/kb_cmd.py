@@ -144,7 +144,8 @@ def _show(args) -> int:
         for ev in effects.get(kind, []):
             rng = ev.get("basis") if ev.get("low") is None else f"{ev['low']}..{ev['high']}"
             when = f" when {ev['when']}" if ev.get("when") else ""
-            vs = f" vs {ev['baseline']}" if ev.get("baseline") else ""
+            vs = (f" vs {ev['versus']}" if ev.get("versus")
+                  else f" against {ev['baseline']}" if ev.get("baseline") else "")
             scope = f" ({ev['scope']})" if ev.get("scope") else ""
             say(f"  {kind}{scope}: {rng}{when}{vs} [{ev['source']}] "
                 f"{ev.get('setting') or ev.get('note') or ''}".rstrip())

@@ -106,14 +106,14 @@ def test_speed_figures_say_what_they_time(kb):
 
 
 def test_figures_against_another_baseline_say_so(kb):
-    """A figure against full fine-tuning, LoRA or another system names that baseline; the
+    """A figure against full fine-tuning, LoRA or another system names it in `versus`; the
     estimator reads only input-relative quality (tests/kb/test_schema_fields.py)."""
     for m in kb.methods.values():
         for kind in EFFECT_KINDS:
             for ev in getattr(m.effects, kind):
                 text = f"{ev.setting or ''} {ev.note or ''}".lower()
                 if ev.low is not None and " vs full fine-tuning" in text:
-                    assert ev.baseline, (m.id, kind, ev.source)
+                    assert ev.versus, (m.id, kind, ev.source)
 
 
 def test_relation_corrections(kb):
