@@ -28,6 +28,8 @@ RUNNERS: dict[str, str] = {
     "full-finetune": "runners.finetune:FullFinetune",
     "evaluate": "runners.evaluate:Evaluate",
     "export": "runners.export:Export",
+    # library-backed runners (peft, trl, lm-eval, transformers generation)
+    "peft": "runners.peft_methods:PeftAdapter",
 }
 
 
