@@ -30,6 +30,8 @@ RUNNERS: dict[str, str] = {
     "export": "runners.export:Export",
     # library-backed runners (peft, trl, lm-eval, transformers generation)
     "peft": "runners.peft_methods:PeftAdapter",
+    "trl": "runners.alignment:TRLTrain",
+    "trl-distill": "runners.alignment:TRLDistill",
 }
 
 
