@@ -32,6 +32,11 @@ RUNNERS: dict[str, str] = {
     "peft": "runners.peft_methods:PeftAdapter",
     "trl": "runners.alignment:TRLTrain",
     "trl-distill": "runners.alignment:TRLDistill",
+    "merge": "runners.merge:Merge",
+    "kv-cache-quant": "runners.decoding:KVCacheQuant",
+    "speculative-decoding": "runners.decoding:SpeculativeDecoding",
+    "prompt-caching": "runners.decoding:PromptCaching",
+    "torch-compile": "runners.decoding:TorchCompile",
 }
 
 
