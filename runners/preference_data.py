@@ -23,10 +23,17 @@ def _word_windows(texts: list[str], prompt_words: int, completion_words: int) ->
 def continuations(corpus, split: str, n: int, prompt_words: int = 8,
                   completion_words: int = 8) -> list[tuple[str, str]]:
     """(prompt, true completion) pairs of one split: instruction pairs when the corpus has them,
-    else consecutive word windows of its documents."""
+    else consecutive word windows of its documents. Validation examples that share an n-gram with
+    the train or calibration split are left out (runners/decontaminate.py)."""
     if corpus.pair_splits.get(split):
-        return [(p.rstrip() + "\n", r) for p, r in corpus.pair_splits[split][:n]]
-    return _word_windows(corpus.texts[split], prompt_words, completion_words)[:n]
+        out = [(p.rstrip() + "\n", r) for p, r in corpus.pair_splits[split]]
+    else:
+        out = _word_windows(corpus.texts[split], prompt_words, completion_words)
+    if split == "validation":
+        from runners.decontaminate import clean, seen_ngrams
+        seen = seen_ngrams(corpus)
+        out = [(p, c) for p, c in out if clean([p + " " + c], seen)]
+    return out[:n]
 
 
 def preference_pairs(corpus, split: str, n: int, **kw) -> list[dict[str, str]]:

@@ -37,6 +37,7 @@ RUNNERS: dict[str, str] = {
     "speculative-decoding": "runners.decoding:SpeculativeDecoding",
     "prompt-caching": "runners.decoding:PromptCaching",
     "torch-compile": "runners.decoding:TorchCompile",
+    "lm-eval": "runners.lmeval:LMEval",
 }
 
 
