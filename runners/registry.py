@@ -38,6 +38,7 @@ RUNNERS: dict[str, str] = {
     "prompt-caching": "runners.decoding:PromptCaching",
     "torch-compile": "runners.decoding:TorchCompile",
     "lm-eval": "runners.lmeval:LMEval",
+    "accelerate-train": "runners.launch:AccelerateTrain",
 }
 
 
