@@ -60,3 +60,9 @@ def get_runner_class(runner_id: str):
 
 def get_runner(runner_id: str):
     return get_runner_class(runner_id)()
+
+
+def runnable_methods(kb) -> list[str]:
+    """KB methods whose `runner:` names a registered runner (each has a tiny-model test under
+    tests/runners/). No runner module is imported."""
+    return sorted(m.id for m in kb.methods.values() if m.runner in RUNNERS)

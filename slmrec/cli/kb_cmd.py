@@ -73,7 +73,12 @@ def _stats(args) -> int:
 def _coverage(args) -> int:
     from slmrec.describe import coverage
 
-    data = coverage(kb_from(args))
+    from runners.registry import runnable_methods
+
+    kb = kb_from(args)
+    data = coverage(kb)
+    runnable = runnable_methods(kb)
+    data["runnable"] = {"count": len(runnable), "methods": runnable}
     if args.json:
         print_json(data)
         return 0
@@ -86,6 +91,7 @@ def _coverage(args) -> int:
                        "methods per " + ("family" if args.families else "family group")]))
     if data["empty_components"]:
         print(f"\ncomponents with no methods: {', '.join(data['empty_components'])}")
+    print(f"\nrunnable here: {len(runnable)} of {data['methods']} methods (a registered runner, runners/registry.py)")
     print(f"\n{data['methods']} methods; share filled in:")
     print(table([[k, f"{v:.0%}"] for k, v in data["share"].items()], ["field", "share"]))
     return 0
