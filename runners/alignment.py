@@ -66,7 +66,7 @@ class TRLParams(RunnerParams):
         return self
 
 
-def dataset(ctx: StepContext, kind: str, split: str, n: int):
+def dataset(ctx: StepContext, kind: str, split: str, n: int, max_length: int = 128):
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
     disable_progress_bar()
@@ -79,8 +79,11 @@ def dataset(ctx: StepContext, kind: str, split: str, n: int):
     elif kind == "messages":
         rows = [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c}]}
                 for p, c in continuations(ctx.corpus, split, n)]
-    else:
+    elif ctx.corpus.pair_splits.get(split):
         rows = [{"prompt": p, "completion": c} for p, c in continuations(ctx.corpus, split, n)]
+    else:  # plain text: language modelling on windows of the split, as the hand-written loops do
+        tok = ctx.corpus.tokenizer
+        rows = [{"text": tok.decode(b)} for b in ctx.corpus.blocks(split, max_length, n)]
     return Dataset.from_list(rows)
 
 
@@ -197,7 +200,7 @@ def run_trl(ctx: StepContext, params: TRLParams, teacher, runner_id: str) -> Ste
         tok.chat_template = PLAIN_CHAT_TEMPLATE
         notes.append("the tokenizer has no chat template; conversations are joined by newlines")
     torch.manual_seed(ctx.seed)
-    train_ds = dataset(ctx, kind, "train", params.examples)
+    train_ds = dataset(ctx, kind, "train", params.examples, params.max_length)
     eval_pairs = preference_pairs(ctx.corpus, "validation", params.eval_examples)
     metrics: dict[str, float] = {}
     policy = model

@@ -33,6 +33,7 @@ class MergeParams(RunnerParams):
     lr: float = Field(1e-3, gt=0, le=1.0)
     batch_size: int = Field(4, ge=1, le=4096)
     seq_len: int = Field(128, ge=8, le=32768)
+    rounds: int = Field(1, ge=1, le=1000, description="repeat train-then-merge from the merged model (federated averaging)")
 
     @model_validator(mode="after")
     def _slerp_takes_two(self) -> "MergeParams":
@@ -54,12 +55,12 @@ def shard_sampler(stream: torch.Tensor, k: int, n: int, seq_len: int, batch_size
     return batch
 
 
-def fine_tune(base, ctx: StepContext, params: MergeParams, k: int):
+def fine_tune(base, ctx: StepContext, params: MergeParams, k: int, round_: int = 0):
     from peft import LoraConfig, get_peft_model
 
     from runners.prune import block_linears
     model = copy.deepcopy(base)
-    gen = set_seed(ctx.seed + k)
+    gen = set_seed(ctx.seed + k + 1000 * round_)
     if params.rank:
         names = [n for n, _ in block_linears(model)]
         model = get_peft_model(model, LoraConfig(r=params.rank, lora_alpha=2 * params.rank,
@@ -102,6 +103,17 @@ def combine(params: MergeParams, base: torch.Tensor, tuned: list[torch.Tensor]) 
     return base + fn(deltas, weights, params.density)
 
 
+def merge_into(base, ingredients, params: MergeParams):
+    """A copy of base whose changed float tensors are the combination of the ingredients'."""
+    states = [m.state_dict() for m in ingredients]
+    merged = copy.deepcopy(base)
+    with torch.no_grad():
+        for name, w in merged.state_dict().items():
+            if w.is_floating_point() and any(not torch.equal(s[name], w) for s in states):
+                w.copy_(combine(params, w.clone(), [s[name] for s in states]))
+    return merged
+
+
 class Merge(Runner):
     id = "merge"
     Params = MergeParams
@@ -111,23 +123,21 @@ class Merge(Runner):
         base = ctx.model.merge_and_unload() if hasattr(ctx.model, "peft_config") else ctx.model
         base.eval()
         torch.manual_seed(ctx.seed)
-        ingredients = [fine_tune(base, ctx, params, k) for k in range(params.ingredients)]
-        losses = [validation_loss(m, ctx, params.seq_len) for m in ingredients]
         base_loss = validation_loss(base, ctx, params.seq_len)
-        states = [m.state_dict() for m in ingredients]
-        merged = copy.deepcopy(base)
-        with torch.no_grad():
-            for name, w in merged.state_dict().items():
-                if w.is_floating_point() and any(not torch.equal(s[name], w) for s in states):
-                    w.copy_(combine(params, w.clone(), [s[name] for s in states]))
-        del ingredients, states
+        merged = base
+        for r in range(params.rounds):
+            ingredients = [fine_tune(merged, ctx, params, k, r) for k in range(params.ingredients)]
+            losses = [validation_loss(m, ctx, params.seq_len) for m in ingredients]
+            merged = merge_into(merged, ingredients, params)
+            del ingredients
         merged_loss = validation_loss(merged, ctx, params.seq_len)
         metrics = {"val_loss_base": base_loss, "val_loss_ingredients_mean": sum(losses) / len(losses),
                    "val_loss_ingredients_best": min(losses), "val_loss_merged": merged_loss}
         stats = model_stats(merged)
         metrics.update({k: stats[k] for k in ("params", "size_mb", "sparsity", "bits_per_weight")})
         how = f"LoRA r={params.rank}" if params.rank else "all weights"
-        notes = [f"{params.combination} of {params.ingredients} ingredients ({how}, {params.steps} steps each on "
+        rounds = f", {params.rounds} rounds" if params.rounds > 1 else ""
+        notes = [f"{params.combination} of {params.ingredients} ingredients{rounds} ({how}, {params.steps} steps each on "
                  f"disjoint train shards); validation loss base {base_loss:.3f}, ingredients "
                  f"{', '.join(f'{x:.3f}' for x in losses)}, merged {merged_loss:.3f}"]
         return StepResult(model=merged, metrics=metrics, notes=notes)

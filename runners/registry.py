@@ -39,6 +39,9 @@ RUNNERS: dict[str, str] = {
     "torch-compile": "runners.decoding:TorchCompile",
     "lm-eval": "runners.lmeval:LMEval",
     "accelerate-train": "runners.launch:AccelerateTrain",
+    "mha-to-gqa": "runners.attention_convert:MHAToGQA",
+    "decontamination-check": "runners.decontaminate:DecontaminationCheck",
+    "profile": "runners.profiling:Profile",
 }
 
 

@@ -1,0 +1,79 @@
+"""GQA conversion, decontamination check and on-device profiling: every KB method these runners
+execute, with the KB's parameters, on a tiny Llama."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from runners.registry import get_runner
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+
+
+def kb_methods(*runner_ids: str) -> dict[str, tuple[str, dict]]:
+    from slmrec.kb import load_kb
+    kb = load_kb()
+    return {m.id: (m.runner, {n: s.default for n, s in m.params.items() if s.default is not None})
+            for m in kb.methods.values() if m.runner in runner_ids}
+
+
+def test_mha_to_gqa_pools_heads_and_reloads(tiny, make_ctx, tmp_path):
+    from runners.checkpoint import save_checkpoint
+    from runners.models import load_checkpoint
+    _, params = kb_methods("mha-to-gqa")["mha-to-gqa-uptraining"]
+    model, tok = tiny  # 4 query heads, 2 key/value heads
+    runner = get_runner("mha-to-gqa")
+    res = runner.run(make_ctx(model, tok), runner.Params(**{**params, "kv_heads": 1, "steps": 3,
+                                                            "batch_size": 2, "seq_len": 32}))
+    assert res.model.config.num_key_value_heads == 1 and res.metrics["kv_cache_ratio"] == 0.5
+    assert res.model.model.layers[0].self_attn.k_proj.weight.shape == (16, 64)
+    ids = torch.randint(0, len(tok), (1, 12))
+    again, _ = load_checkpoint(save_checkpoint(res.model, tok, tmp_path / "gqa"))
+    with torch.no_grad():
+        assert torch.allclose(again(input_ids=ids).logits, res.model(input_ids=ids).logits, atol=1e-5)
+
+
+def test_mha_to_gqa_pooling_is_the_group_mean():
+    from runners.attention_convert import _pool
+    lin = torch.nn.Linear(3, 4 * 2, bias=True)  # 4 heads of dim 2
+    out = _pool(lin, kv=4, target=2, head_dim=2)
+    w = lin.weight.detach().view(4, 2, 3)
+    assert torch.allclose(out.weight.view(2, 2, 3)[0], (w[0] + w[1]) / 2)
+    assert torch.allclose(out.bias.view(2, 2)[1], lin.bias.detach().view(4, 2)[2:].mean(0))
+
+
+def test_mha_to_gqa_refuses_a_non_divisor(tiny, make_ctx):
+    from runners.base import StepFailed
+    model, tok = tiny
+    runner = get_runner("mha-to-gqa")
+    with pytest.raises(StepFailed, match="valid: \\[1, 2\\]"):
+        runner.run(make_ctx(model, tok), runner.Params(kv_heads=3, steps=0))
+
+
+def test_decontamination_check_finds_the_shared_text(tiny, make_ctx):
+    model, tok = tiny
+    ctx = make_ctx(model, tok)
+    res = get_runner("decontamination-check").run(ctx, get_runner("decontamination-check").Params(ngram=8))
+    m = res.metrics
+    assert m["validation_docs"] == len([t for t in ctx.corpus.texts["validation"] if t.strip()])
+    assert 0 <= m["contaminated_ngram_fraction"] <= m["contaminated_doc_fraction"] <= 1
+    from runners.decontaminate import clean, seen_ngrams
+    seen = seen_ngrams(ctx.corpus, n=8)
+    assert m["contaminated_docs"] == sum(not clean([t], seen, 8) for t in ctx.corpus.texts["validation"] if t.strip())
+
+
+def test_profile_reports_each_context_length(make_ctx):
+    from runners.models import tiny_model
+    model, tok = tiny_model(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64)
+    runner = get_runner("profile")
+    res = runner.run(make_ctx(model, tok), runner.Params(contexts="8, 32", new_tokens=2, repeats=1, top_ops=3))
+    m = res.metrics
+    assert all(m[f"prefill_ms@{n}"] > 0 and m[f"decode_ms_per_token@{n}"] > 0 for n in (8, 32))
+    shares = [v for k, v in m.items() if k.startswith("op_share.")]
+    assert len(shares) == 3 and 0 < sum(shares) <= 1.0001
+
+
+def test_kb_methods_of_these_runners():
+    assert {"mha-to-gqa-uptraining", "benchmark-decontamination", "on-device-profiling"} <= \
+        set(kb_methods("mha-to-gqa", "decontamination-check", "profile"))
