@@ -275,21 +275,24 @@ def export_graph(g: nx.MultiDiGraph, fmt: str, path: Path | str) -> Path:
     if fmt not in EXPORT_FORMATS:
         raise SlmrecError.one("--format", unknown("format", fmt, EXPORT_FORMATS)
                               + f"; valid: {', '.join(EXPORT_FORMATS)}")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "graphml":
-        flat = nx.MultiDiGraph()
-        flat.graph.update({k: _scalar(v) for k, v in g.graph.items()})
-        flat.add_nodes_from((n, {k: _scalar(v) for k, v in d.items()}) for n, d in g.nodes(data=True))
-        flat.add_edges_from((u, v, {k: _scalar(x) for k, x in d.items()}) for u, v, d in g.edges(data=True))
-        nx.write_graphml(flat, tmp)
-    elif fmt == "json":
-        tmp.write_text(json.dumps(nx.node_link_data(g, edges="links"), indent=1, default=str),
-                       encoding="utf-8")
-    else:
-        tmp.write_text(to_dot(g), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from slmrec.safeio import write_with  # noqa: PLC0415
+
+    def produce(tmp: Path) -> None:
+        if fmt == "graphml":
+            flat = nx.MultiDiGraph()
+            flat.graph.update({k: _scalar(v) for k, v in g.graph.items()})
+            flat.add_nodes_from((n, {k: _scalar(v) for k, v in d.items()})
+                                for n, d in g.nodes(data=True))
+            flat.add_edges_from((u, v, {k: _scalar(x) for k, x in d.items()})
+                                for u, v, d in g.edges(data=True))
+            nx.write_graphml(flat, tmp)
+        elif fmt == "json":
+            tmp.write_text(json.dumps(nx.node_link_data(g, edges="links"), indent=1, default=str),
+                           encoding="utf-8")
+        else:
+            tmp.write_text(to_dot(g), encoding="utf-8")
+
+    return write_with(path, produce)
 
 
 _DOT_SHAPES = {"component": "box", "pathway": "box", "method": "ellipse", "source": "note",

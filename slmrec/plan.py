@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slmrec.errors import Problem, SlmrecError, did_you_mean, fields_at, unknown
 from slmrec.kb import KB, read_yaml
-from slmrec.schema import RelationKind
+from slmrec.schema import MAX_PLAN_STEPS, RelationKind, nonfinite_paths
 
 PLAN_FORMAT = 1
 
@@ -79,16 +79,15 @@ class Plan(_Rec):
 
     def save(self, path: Path | str) -> Path:
         """Write atomically: a half-written plan never replaces a good one."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_yaml(), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        from slmrec.safeio import write_text  # noqa: PLC0415
+
+        return write_text(path, self.to_yaml())
 
 
 def parse_plan(data: object, file: str = "<plan>") -> Plan:
     if not isinstance(data, dict):
         raise SlmrecError.one(file, f"a plan must be a mapping, got {type(data).__name__}")
+    check_plan_data(data, file)
     try:
         return Plan.model_validate(data)
     except ValidationError as exc:
@@ -102,6 +101,26 @@ def parse_plan(data: object, file: str = "<plan>") -> Plan:
                 msg = "required field is missing"
             problems.append(Problem(file, msg, "plan", loc))
         raise SlmrecError(problems) from None
+
+
+def check_plan_data(data: dict, file: str) -> None:
+    """Before the plan model: its format version, its length, and no NaN or infinite number
+    anywhere in it (a NaN passes every `>` limit)."""
+    from slmrec.safeyaml import clip  # noqa: PLC0415
+
+    fmt = data.get("format", PLAN_FORMAT)
+    if isinstance(fmt, bool) or fmt != PLAN_FORMAT:
+        raise SlmrecError.one(file, f"plan format {clip(fmt)} is not one this slmrec reads "
+                              f"(format {PLAN_FORMAT}); make the plan again with `slmrec "
+                              "recommend`", "plan", "format")
+    steps = data.get("steps")
+    if isinstance(steps, list) and len(steps) > MAX_PLAN_STEPS:
+        raise SlmrecError.one(file, f"{len(steps)} steps; a plan holds at most {MAX_PLAN_STEPS}",
+                              "plan", "steps")
+    bad = nonfinite_paths(data)
+    if bad:
+        raise SlmrecError([Problem(file, "must be a finite number (NaN and infinity are not)",
+                                   "plan", where) for where in bad])
 
 
 def load_plan(path: Path | str, kb: KB | None = None) -> Plan:
@@ -156,7 +175,7 @@ def validate_plan(plan: Plan, kb: KB, file: str = "<plan>") -> list[Problem]:
                 continue
             why = spec.check(value)
             if why:
-                problems.append(Problem(file, f"bad value {value!r}: {why}", label,
+                problems.append(Problem(file, f"bad value {_clip(value)}: {why}", label,
                                         f"{where}.params.{name}"))
     problems += _order_problems(plan, kb, file)
     for i, step in enumerate(steps):
@@ -242,6 +261,12 @@ def _requirement_problems(plan: Plan, kb: KB, file: str) -> list[Problem]:
                                           f"{', '.join(sorted(tiers - {'none'})) or 'none'}",
                                     label, where))
     return problems
+
+
+def _clip(value: object) -> str:
+    from slmrec.safeyaml import clip  # noqa: PLC0415
+
+    return clip(value)
 
 
 def _is_bundled(name: str) -> bool:

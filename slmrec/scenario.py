@@ -22,6 +22,7 @@ from slmrec.errors import Problem, SlmrecError, did_you_mean, fields_at, unknown
 from slmrec.estimate import TOKENS_PER_UNIT, Arch
 from slmrec.kb import KB, SHIPPED_KB, read_yaml
 from slmrec.schema import ComputeScale, DataTier, Hardware, Precision, TeacherAccess
+from slmrec.schema import BandwidthGBs, MemoryGB, Tflops, Tokens
 
 # ---- data-tier vocabulary (the only place these semantics live) -----------------------------
 # The unit of each amount a scenario gives, and a default amount when only the tier is named.
@@ -46,7 +47,7 @@ CHOOSE = "choose"
 
 
 class _Rec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CustomHardware(_Rec):
@@ -54,9 +55,9 @@ class CustomHardware(_Rec):
 
     name: str = "custom hardware"
     kind: Literal["cpu", "gpu", "soc", "npu"] = "cpu"
-    memory_gb: float = Field(gt=0)
-    memory_bandwidth_gbs: float = Field(gt=0)
-    peak_tflops: dict[Precision, float] = Field(min_length=1)
+    memory_gb: MemoryGB
+    memory_bandwidth_gbs: BandwidthGBs
+    peak_tflops: dict[Precision, Tflops] = Field(min_length=1)
     precisions: list[Precision] = Field(min_length=1)
     capabilities: list[str] = Field(default_factory=list)
 
@@ -68,9 +69,9 @@ class CustomHardware(_Rec):
 
 
 class Workload(_Rec):
-    context: int = Field(default=2048, gt=0, description="tokens held in the KV cache")
-    prompt_tokens: int = Field(default=512, gt=0, description="tokens in one prefill")
-    batch: int = Field(default=1, gt=0, description="sequences decoded together")
+    context: Tokens = Field(default=2048, description="tokens held in the KV cache")
+    prompt_tokens: Tokens = Field(default=512, description="tokens in one prefill")
+    batch: int = Field(default=1, gt=0, le=1_000_000, description="sequences decoded together")
 
 
 class Budgets(_Rec):

@@ -141,6 +141,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise SlmrecError.one("<flags>", f"--top must be at least 1, got {args.top}", None, "--top")
+    if args.output:
+        from slmrec.safeio import check_target
+
+        check_target(args.output)  # a bad -o is said before the search, not after it
     kb = kb_from(args)
     sc = scenario_from_args(args, kb)
     cal = None
