@@ -198,3 +198,61 @@ class TorchCompile(Runner):
                  f"{metrics['speedup']:.2f}x eager decode, {metrics['greedy_agreement']:.0%} of greedy tokens identical; "
                  "the saved weights are unchanged (compile again where the model is served)"]
         return StepResult(model=ctx.model, metrics=metrics, notes=notes)
+
+
+class LookupParams(DecodeParams):
+    lookup_tokens: int = Field(10, ge=1, le=256, description="tokens proposed from an n-gram match in the prompt")
+    max_ngram: int = Field(2, ge=1, le=16)
+
+
+class PromptLookupDecoding(Runner):
+    id = "prompt-lookup-decoding"
+    Params = LookupParams
+    summary = "assisted generation whose draft is an n-gram match in the prompt (no draft model)"
+
+    def run(self, ctx: StepContext, params: LookupParams) -> StepResult:
+        metrics, _, _ = compared(ctx, params, {"prompt_lookup_num_tokens": params.lookup_tokens,
+                                                "max_matching_ngram_size": params.max_ngram})
+        notes = [f"prompt lookup ({params.lookup_tokens} tokens, n-grams up to {params.max_ngram}): "
+                 f"{metrics['speedup']:.2f}x plain greedy, {metrics['greedy_agreement']:.0%} of tokens identical; "
+                 "it gains where outputs copy the prompt (summaries, code edits, quoting)"]
+        return StepResult(model=ctx.model, metrics=metrics, notes=notes)
+
+
+class ChunkParams(RunnerParams):
+    prompt_tokens: int = Field(256, ge=2, le=32768)
+    chunk: int = Field(64, ge=1, le=32768, description="tokens per prefill chunk")
+
+
+class ChunkedPrefill(Runner):
+    id = "chunked-prefill"
+    Params = ChunkParams
+    summary = "prefill a long prompt in chunks through the KV cache; peak activation memory vs one pass"
+
+    def run(self, ctx: StepContext, params: ChunkParams) -> StepResult:
+        from transformers import DynamicCache
+
+        from runners.evaluate import _PeakRss
+        model = _plain(ctx.model).eval()
+        ids = ctx.corpus.blocks("validation", params.prompt_tokens, 1)[:1]
+        with torch.no_grad():
+            model(input_ids=ids[:, :8])  # warm-up
+            with _PeakRss() as whole_peak:
+                t0 = time.perf_counter()
+                whole = model(input_ids=ids).logits[:, -1]
+                t_whole = time.perf_counter() - t0
+            cache = DynamicCache(config=model.config)
+            with _PeakRss() as chunk_peak:
+                t0 = time.perf_counter()
+                for s in range(0, ids.shape[1], params.chunk):
+                    out = model(input_ids=ids[:, s:s + params.chunk], past_key_values=cache, use_cache=True)
+                t_chunk = time.perf_counter() - t0
+        diff = float((out.logits[:, -1] - whole).abs().max())
+        metrics = {"prefill_ms_whole": 1000 * t_whole, "prefill_ms_chunked": 1000 * t_chunk,
+                   "speedup": t_whole / t_chunk, "peak_mb_whole": whole_peak.delta / 1e6,
+                   "peak_mb_chunked": chunk_peak.delta / 1e6, "max_logit_diff": diff,
+                   "chunks": float(-(-ids.shape[1] // params.chunk))}
+        notes = [f"{ids.shape[1]}-token prefill in chunks of {params.chunk}: {metrics['speedup']:.2f}x the single pass, "
+                 f"peak memory above baseline {metrics['peak_mb_chunked']:.1f} vs {metrics['peak_mb_whole']:.1f} MB, "
+                 f"last logits differ by {diff:.2e}"]
+        return StepResult(model=ctx.model, metrics=metrics, notes=notes)

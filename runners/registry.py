@@ -42,6 +42,10 @@ RUNNERS: dict[str, str] = {
     "mha-to-gqa": "runners.attention_convert:MHAToGQA",
     "decontamination-check": "runners.decontaminate:DecontaminationCheck",
     "profile": "runners.profiling:Profile",
+    "prompt-lookup-decoding": "runners.decoding:PromptLookupDecoding",
+    "chunked-prefill": "runners.decoding:ChunkedPrefill",
+    "calibration-eval": "runners.calibration_eval:CalibrationEval",
+    "best-of-n": "runners.best_of_n:BestOfN",
 }
 
 

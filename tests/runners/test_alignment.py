@@ -26,7 +26,7 @@ KB_TRL = kb_methods("trl", "trl-distill")
 
 def test_the_kb_has_trl_methods():
     assert {"dpo", "orpo", "kto", "simpo", "grpo", "neftune", "on-policy-distillation",
-            "reverse-kl-distillation"} <= set(KB_TRL)
+            "reverse-kl-distillation", "ipo", "reward-modelling", "warmup-stable-decay-schedule"} <= set(KB_TRL)
 
 
 def weights(model):
@@ -46,6 +46,10 @@ def test_kb_method_trains_the_policy(method, tiny, make_ctx):
     runner = get_runner(runner_id)
     res = runner.run(make_ctx(model, tok, teacher=teacher), runner.Params(**{**params, **FAST}))
     m = res.metrics
+    if params.get("trainer") == "reward":  # a reward model beside the unchanged policy
+        assert 0 <= m["reward_acc"] <= 1 and "reward_model" in res.artifacts
+        assert torch.equal(weights(res.model), before)
+        return
     assert 0 <= m["pref_acc_before"] <= 1 and 0 <= m["pref_acc_after"] <= 1
     assert torch.isfinite(torch.tensor([m["first_loss"], m["train_loss"], m["pref_margin_after"]])).all()
     assert not torch.equal(weights(res.model), before), "the trainer did not update the policy"

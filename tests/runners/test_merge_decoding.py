@@ -19,13 +19,15 @@ def kb_methods(*runner_ids: str) -> dict[str, tuple[str, dict]]:
 
 
 KB_MERGE = kb_methods("merge")
-KB_DECODE = kb_methods("kv-cache-quant", "speculative-decoding", "prompt-caching", "torch-compile")
+KB_DECODE = kb_methods("kv-cache-quant", "speculative-decoding", "prompt-caching", "torch-compile",
+                       "prompt-lookup-decoding")
 DECODE_FAST = dict(prompts=2, prompt_tokens=16, new_tokens=8)
 
 
 def test_the_kb_has_these_methods():
     assert {"model-soup-averaging", "task-arithmetic-merging", "ties-merging", "slerp-merging"} <= set(KB_MERGE)
-    assert {"kv-cache-quantization", "speculative-decoding", "prompt-caching", "torch-compile"} <= set(KB_DECODE)
+    assert {"kv-cache-quantization", "speculative-decoding", "prompt-caching", "torch-compile",
+            "self-speculative-decoding", "prompt-lookup-decoding"} <= set(KB_DECODE)
 
 
 @pytest.mark.parametrize("method", sorted(KB_MERGE))
@@ -83,3 +85,12 @@ def test_layer_dropped_draft_shares_the_vocabulary():
     draft, kept, total = layer_dropped_draft(model, 0.5)
     assert (kept, total) == (2, 4) and draft.config.vocab_size == model.config.vocab_size
     assert len(draft.model.layers) == 2 and len(model.model.layers) == 4
+
+
+def test_chunked_prefill_matches_one_pass(make_ctx):
+    from runners.models import tiny_model
+    model, tok = tiny_model(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=512)
+    runner = get_runner("chunked-prefill")
+    res = runner.run(make_ctx(model, tok), runner.Params(prompt_tokens=48, chunk=16))
+    m = res.metrics
+    assert m["chunks"] == 3 and m["max_logit_diff"] < 1e-4 and m["prefill_ms_chunked"] > 0

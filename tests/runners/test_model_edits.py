@@ -75,5 +75,24 @@ def test_profile_reports_each_context_length(make_ctx):
 
 
 def test_kb_methods_of_these_runners():
-    assert {"mha-to-gqa-uptraining", "benchmark-decontamination", "on-device-profiling"} <= \
-        set(kb_methods("mha-to-gqa", "decontamination-check", "profile"))
+    assert {"mha-to-gqa-uptraining", "benchmark-decontamination", "on-device-profiling", "calibration-eval",
+            "best-of-n-sampling"} <= set(kb_methods("mha-to-gqa", "decontamination-check", "profile",
+                                                    "calibration-eval", "best-of-n"))
+
+
+def test_calibration_error_of_known_bins():
+    from runners.calibration_eval import expected_calibration_error
+    conf = torch.tensor([0.9, 0.9, 0.9, 0.9, 0.3, 0.3])
+    correct = torch.tensor([1, 1, 1, 0, 0, 0])
+    ece, table = expected_calibration_error(conf, correct, 10)
+    assert abs(ece - (4 / 6 * abs(0.75 - 0.9) + 2 / 6 * 0.3)) < 1e-6 and len(table) == 2
+
+
+def test_calibration_eval_and_best_of_n_on_tiny_model(tiny, make_ctx):
+    model, tok = tiny
+    ctx = make_ctx(model, tok)
+    m = get_runner("calibration-eval").run(ctx, get_runner("calibration-eval").Params(seq_len=64, blocks=2)).metrics
+    assert 0 <= m["ece"] <= 1 and m["tokens"] == 2 * 63
+    r = get_runner("best-of-n")
+    m = r.run(ctx, r.Params(n=3, prompts=3, new_tokens=6)).metrics
+    assert m["reward_best_of_n"] >= m["reward_one_sample"] >= 0
