@@ -29,11 +29,25 @@ Adapter = Literal["lora", "loha", "lokr", "ia3", "adalora", "vera", "boft", "oft
 PROMPT_LEARNING = {"prompt_tuning", "prefix_tuning", "p_tuning"}
 
 
+def _top_level_items(text: str) -> list[str]:
+    """Split on commas outside brackets, so values may be YAML lists or mappings."""
+    items, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [i.strip() for i in items + [cur] if i.strip()]
+
+
 def parse_options(text: str) -> dict[str, object]:
-    """'use_dora=true, init_lora_weights=pissa' -> {'use_dora': True, 'init_lora_weights': 'pissa'}."""
+    """'use_dora=true, loftq_config={loftq_bits: 4, loftq_iter: 1}' -> a dict of PEFT/TRL config values."""
     import yaml
     out: dict[str, object] = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
+    for item in _top_level_items(text):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"option {item!r} is not key=value")

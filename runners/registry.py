@@ -46,6 +46,8 @@ RUNNERS: dict[str, str] = {
     "chunked-prefill": "runners.decoding:ChunkedPrefill",
     "calibration-eval": "runners.calibration_eval:CalibrationEval",
     "best-of-n": "runners.best_of_n:BestOfN",
+    "spectrum": "runners.selective_finetune:Spectrum",
+    "lisa": "runners.selective_finetune:LISA",
 }
 
 

@@ -96,3 +96,31 @@ def test_calibration_eval_and_best_of_n_on_tiny_model(tiny, make_ctx):
     r = get_runner("best-of-n")
     m = r.run(ctx, r.Params(n=3, prompts=3, new_tokens=6)).metrics
     assert m["reward_best_of_n"] >= m["reward_one_sample"] >= 0
+
+
+def _changed(before, model):
+    return {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+
+
+def test_spectrum_trains_only_the_top_snr_matrices(tiny, make_ctx):
+    _, params = kb_methods("spectrum")["spectrum"]
+    model, tok = tiny  # 2 layers x 7 kinds of matrix
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runner = get_runner("spectrum")
+    res = runner.run(make_ctx(model, tok), runner.Params(**{**params, "fraction": 0.5, "steps": 3, "batch_size": 2,
+                                                            "seq_len": 32, "lr": 1e-3}))
+    changed = _changed(before, res.model)
+    assert len(changed) == 7 and all(k.endswith("_proj.weight") for k in changed)  # one layer per kind
+    assert {k.rsplit(".", 2)[-2] for k in changed} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+
+
+def test_lisa_trains_the_sampled_layer_and_the_embeddings(tiny, make_ctx):
+    assert "lisa" in kb_methods("lisa")
+    model, tok = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runner = get_runner("lisa")
+    res = runner.run(make_ctx(model, tok), runner.Params(active_layers=1, interval=3, steps=3, batch_size=2,
+                                                         seq_len=32, lr=1e-3))
+    changed = _changed(before, res.model)
+    layers = {k.split(".")[2] for k in changed if k.startswith("model.layers.")}
+    assert len(layers) == 1 and "model.embed_tokens.weight" in changed and res.metrics["periods"] == 1
