@@ -256,3 +256,39 @@ class ChunkedPrefill(Runner):
                  f"peak memory above baseline {metrics['peak_mb_chunked']:.1f} vs {metrics['peak_mb_whole']:.1f} MB, "
                  f"last logits differ by {diff:.2e}"]
         return StepResult(model=ctx.model, metrics=metrics, notes=notes)
+
+
+class DraftParams(DecodeParams):
+    draft_tokens: int = Field(4, ge=1, le=64, description="tokens the small model proposes per step")
+
+
+class SLMDraft(Runner):
+    id = "slm-draft"
+    Params = DraftParams
+    needs_teacher = True
+    summary = "the step's small model drafts for the plan's larger (teacher) model; other tokenizers via universal assisted generation"
+
+    def run(self, ctx: StepContext, params: DraftParams) -> StepResult:
+        if ctx.load_teacher is None:
+            raise StepFailed(f"{self.id}: the plan names no larger model (teacher) to draft for")
+        target, ttok = ctx.load_teacher()
+        target.eval()
+        draft = _plain(ctx.model).eval()
+        draft.generation_config.num_assistant_tokens = params.draft_tokens
+        draft.generation_config.num_assistant_tokens_schedule = "constant"
+        same = ttok.get_vocab() == ctx.tokenizer.get_vocab()
+        kw = {"assistant_model": draft}
+        if not same:  # universal assisted generation: text is re-tokenized between the two models
+            kw.update(tokenizer=ttok, assistant_tokenizer=ctx.tokenizer)
+        texts = ctx.corpus.prompts("validation", params.prompts, params.prompt_tokens)
+        ids = [ttok(t, return_tensors="pt", add_special_tokens=False)["input_ids"][:, :params.prompt_tokens] for t in texts]
+        greedy(target, ids[:1], 2)
+        base, t_base = greedy(target, ids, params.new_tokens)
+        got, t_method = greedy(target, ids, params.new_tokens, **kw)
+        n = sum(len(x) for x in base)
+        metrics = {"tokens_per_s_plain": n / t_base, "tokens_per_s_method": n / t_method, "speedup": t_base / t_method,
+                   "greedy_agreement": agreement(base, got), "same_tokenizer": float(same)}
+        notes = [f"the step model drafts {params.draft_tokens} tokens for the teacher "
+                 f"({'same tokenizer' if same else 'different tokenizers: universal assisted generation'}): "
+                 f"{metrics['speedup']:.2f}x the teacher alone, {metrics['greedy_agreement']:.0%} of greedy tokens identical"]
+        return StepResult(model=ctx.model, metrics=metrics, notes=notes)

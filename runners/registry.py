@@ -44,6 +44,7 @@ RUNNERS: dict[str, str] = {
     "profile": "runners.profiling:Profile",
     "prompt-lookup-decoding": "runners.decoding:PromptLookupDecoding",
     "chunked-prefill": "runners.decoding:ChunkedPrefill",
+    "slm-draft": "runners.decoding:SLMDraft",
     "calibration-eval": "runners.calibration_eval:CalibrationEval",
     "best-of-n": "runners.best_of_n:BestOfN",
     "spectrum": "runners.selective_finetune:Spectrum",

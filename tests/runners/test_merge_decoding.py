@@ -94,3 +94,14 @@ def test_chunked_prefill_matches_one_pass(make_ctx):
     res = runner.run(make_ctx(model, tok), runner.Params(prompt_tokens=48, chunk=16))
     m = res.metrics
     assert m["chunks"] == 3 and m["max_logit_diff"] < 1e-4 and m["prefill_ms_chunked"] > 0
+
+
+@pytest.mark.parametrize("teacher_vocab", [512, 300])  # same tokenizer; another one (universal assisted generation)
+def test_slm_drafts_for_the_teacher(teacher_vocab, make_ctx):
+    from runners.models import tiny_model
+    assert "slm-draft-model" in kb_methods("slm-draft")
+    small, tok = tiny_model(layers=1, hidden=32, heads=2, kv_heads=1, intermediate=64, vocab=512)
+    teacher = tiny_model(layers=2, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=teacher_vocab)
+    runner = get_runner("slm-draft")
+    res = runner.run(make_ctx(small, tok, teacher=teacher), runner.Params(prompts=2, prompt_tokens=12, new_tokens=6))
+    assert res.metrics["greedy_agreement"] == 1.0 and res.metrics["same_tokenizer"] == float(teacher_vocab == 512)
