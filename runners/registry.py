@@ -49,6 +49,7 @@ RUNNERS: dict[str, str] = {
     "best-of-n": "runners.best_of_n:BestOfN",
     "spectrum": "runners.selective_finetune:Spectrum",
     "lisa": "runners.selective_finetune:LISA",
+    "needle-eval": "runners.needle_eval:NeedleEval",
 }
 
 

@@ -124,3 +124,17 @@ def test_lisa_trains_the_sampled_layer_and_the_embeddings(tiny, make_ctx):
     changed = _changed(before, res.model)
     layers = {k.split(".")[2] for k in changed if k.startswith("model.layers.")}
     assert len(layers) == 1 and "model.embed_tokens.weight" in changed and res.metrics["periods"] == 1
+
+
+def test_needle_eval_on_tiny_model(tiny, make_ctx):
+    from runners.needle_eval import _logprob
+    assert "needle-in-a-haystack-eval" in kb_methods("needle-eval")
+    model, tok = tiny
+    r = get_runner("needle-eval")
+    m = r.run(make_ctx(model, tok), r.Params(context=64, depths="0.2, 0.8", trials=2)).metrics
+    assert set(m) == {"retrieval_acc@0.2", "logprob_gain@0.2", "retrieval_acc@0.8", "logprob_gain@0.8",
+                      "retrieval_acc", "logprob_gain"} and 0 <= m["retrieval_acc"] <= 1
+    ids, target = [5, 6, 7], [8, 9]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids + target])).logits[0], -1)
+    assert abs(_logprob(model, ids, target) - float(logp[2, 8] + logp[3, 9])) < 1e-4
