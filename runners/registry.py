@@ -47,6 +47,7 @@ RUNNERS: dict[str, str] = {
     "slm-draft": "runners.decoding:SLMDraft",
     "calibration-eval": "runners.calibration_eval:CalibrationEval",
     "best-of-n": "runners.best_of_n:BestOfN",
+    "rejection-sampling-ft": "runners.best_of_n:RejectionSamplingFT",
     "spectrum": "runners.selective_finetune:Spectrum",
     "lisa": "runners.selective_finetune:LISA",
     "needle-eval": "runners.needle_eval:NeedleEval",

@@ -138,3 +138,13 @@ def test_needle_eval_on_tiny_model(tiny, make_ctx):
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=torch.tensor([ids + target])).logits[0], -1)
     assert abs(_logprob(model, ids, target) - float(logp[2, 8] + logp[3, 9])) < 1e-4
+
+
+def test_rejection_sampling_finetunes_on_the_kept_samples(tiny, make_ctx):
+    assert "rejection-sampling-finetuning" in kb_methods("rejection-sampling-ft")
+    model, tok = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = get_runner("rejection-sampling-ft")
+    res = r.run(make_ctx(model, tok), r.Params(n=2, prompts=3, new_tokens=6, steps=2, batch_size=2, lr=1e-3))
+    assert res.metrics["kept_examples"] == 3 and 0 <= res.metrics["kept_reward_mean"] <= 1
+    assert _changed(before, res.model)
