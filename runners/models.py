@@ -199,11 +199,22 @@ def check_model_folder(source: str) -> None:
         from transformers import AutoConfig, AutoModelForCausalLM
         config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         with torch.device("meta"):
-            expected = set(AutoModelForCausalLM.from_config(config).state_dict())
+            meta = AutoModelForCausalLM.from_config(config)
+        expected = set(meta.state_dict())
     except Exception:  # noqa: BLE001  (an architecture we cannot build here: loading says why)
         return
     if getattr(config, "tie_word_embeddings", False):
         expected = {k for k in expected if not k.startswith("lm_head.")}
+    # What transformers itself tolerates: tied copies, legacy buffers (rotary inv_freq, GPT-2's
+    # attention masks) listed by the model class.
+    tied = getattr(meta, "_tied_weights_keys", None) or ()
+    tied = set(tied.keys() if isinstance(tied, dict) else tied)
+    ok_missing = list(getattr(meta, "_keys_to_ignore_on_load_missing", None) or ())
+    ok_extra = list(getattr(meta, "_keys_to_ignore_on_load_unexpected", None) or ()) + \
+        [r"rotary_emb\.inv_freq$", r"attn\.(masked_)?bias$"]
+    expected = {k for k in expected if k not in tied
+                and not any(re.search(p, k) for p in ok_missing)}
+    names = {n for n in names if not any(re.search(p, n) for p in ok_extra)}
 
     def matches(a: str, b: str) -> bool:  # transformers strips or adds the base-model prefix
         return a == b or a.endswith("." + b) or b.endswith("." + a)

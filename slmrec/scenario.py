@@ -130,7 +130,8 @@ class Preferences(_Rec):
                                                      "the target and only a local teacher may see it")
     include: list[str] = Field(default_factory=list, description="methods the plan must contain")
     exclude: list[str] = Field(default_factory=list, description="methods the plan must not use")
-    max_steps: int = Field(default=5, ge=1, le=12)
+    max_steps: int = Field(default=5, ge=1, le=12, description="steps the search may choose to "
+                           "fit the target; the stages the goals call for come on top")
     runnable: bool = Field(default=False, description="plan only methods this installation can "
                                                       "execute (a registered runner)")
     conservative: bool = Field(default=False, description="check tolerance against the high "
@@ -153,6 +154,10 @@ class Scenario(_Rec):
     teacher: Teacher = Field(default_factory=Teacher)
     compute: Compute = Field(default_factory=Compute)
     preferences: Preferences = Field(default_factory=Preferences)
+    goals: list[str] = Field(default_factory=list, description="goals the lifecycle must reach "
+                             "besides those the scenario implies (ids in kb/goals.yaml)")
+    update_every_days: float | None = Field(default=None, gt=0, description="how often the "
+                                            "model must be refreshed (implies keep-current)")
 
     @field_validator("data", mode="before")
     @classmethod
@@ -372,6 +377,11 @@ def check_scenario(raw: dict, kb: KB, file: str, label: str = "scenario") -> lis
             if isinstance(m, str) and m not in kb.methods:
                 problems.append(Problem(file, unknown("method", m, kb.methods), label,
                                         f"preferences.{fld}[{i}]"))
+    goals = raw.get("goals")
+    for i, g in enumerate(goals if isinstance(goals, list) else []):
+        if isinstance(g, str) and kb.goals and g not in kb.goals:
+            problems.append(Problem(file, unknown("goal", g, kb.goals)
+                                    + f"; valid: {', '.join(kb.goals)}", label, f"goals[{i}]"))
     both = {m for m in (prefs.get("include") or []) if isinstance(m, str)} & \
         {m for m in (prefs.get("exclude") or []) if isinstance(m, str)}
     for m in sorted(both):

@@ -305,7 +305,8 @@ def render() -> None:
         st.info("No runs recorded yet. Launch a plan below, or run `slmrec run PLAN.yaml`.")
     else:
         st.dataframe(pd.DataFrame([{
-            "id": r["id"], "status": r["status"],
+            "id": r["id"],
+            "status": r["status"] + (" (stale: process gone)" if r.get("stale") else ""),
             "plan": r["name"] or "–", "base model": r["base_model"],
             "steps done": r["steps_completed"],
             "created (UTC)": r["created"][:19].replace("T", " "),

@@ -180,7 +180,7 @@ def stopped_run(tmp_path_factory, fault_kb, tiny_model_dir):
     registry.RUNNERS.update(TEST_RUNNERS)
     base = tmp_path_factory.mktemp("stopped")
     plan = make_plan(tiny_model_dir, [{"method": "train", "params": {"steps": 2}},
-                                      {"method": "train", "params": {"steps": 2, "lr": 0.01}},
+                                      {"method": "train-more", "params": {"steps": 2, "lr": 0.01}},
                                       {"method": "fail-once",
                                        "params": {"marker": str(base / "marker")}}])
     report = _run(fault_kb, plan, base / "run", False)
@@ -213,10 +213,10 @@ def test_a_corrupted_checkpoint_is_not_trusted_on_resume(tmp_path, stopped_run, 
     checkpoint before, and it measures exactly what it measured the first time."""
     src, plan, ppl_before = stopped_run
     out = shutil.copytree(src, tmp_path / "run")
-    corrupt(out / "steps" / "02-train")
+    corrupt(out / "steps" / "02-train-more")
     report = _run(fault_kb, plan, out, False, resume=True)
     assert report.status == "completed"
-    assert any("checkpoint of step 2 (train) was corrupt" in n for n in report.notes)
+    assert any("checkpoint of step 2 (train-more) was corrupt" in n for n in report.notes)
     assert report.steps[0].resumed and not report.steps[1].resumed
     assert report.steps[1].metrics["ppl"] == pytest.approx(ppl_before, rel=1e-6)
 

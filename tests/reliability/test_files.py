@@ -395,3 +395,19 @@ def test_checkpoints_missing_a_tensor_are_refused_before_loading(tmp_path, check
     with pytest.raises(SlmrecError) as exc:
         check_model_folder(str(folder))
     one_line(exc.value, "missing tensor", "layers.0.mlp")
+
+
+def test_legacy_buffers_transformers_ignores_are_no_false_alarm(tmp_path, hf_folder):
+    """Older Llama folders carry rotary inv_freq buffers: transformers ignores them, so do we."""
+    import torch
+
+    from runners.models import check_model_folder, load_model
+
+    folder = _copy(hf_folder, tmp_path / "m")
+
+    def add_inv_freq(t):
+        t["model.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)
+        return t
+    _rewrite_tensors(folder, add_inv_freq)
+    check_model_folder(str(folder))
+    assert load_model(str(folder))[0] is not None
