@@ -103,8 +103,14 @@ def _run(model, tokenizer, configs, params):
     from lm_eval.models.huggingface import HFLM
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=params.batch_size, device="cpu",
-                  max_length=min(params.max_length, getattr(model.config, "max_position_embeddings", params.max_length)))
+        # HFLM re-ties the embeddings, which fails on packed quantized embeddings (no .weight
+        # parameter); the step's model is already tied as it should be, so skip that call.
+        model.tie_weights = lambda *a, **k: None
+        try:
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=params.batch_size, device="cpu",
+                      max_length=min(params.max_length, getattr(model.config, "max_position_embeddings", params.max_length)))
+        finally:
+            del model.tie_weights
         return simple_evaluate(model=lm, tasks=configs, bootstrap_iters=0, log_samples=False, verbosity="ERROR")
 
 
