@@ -597,11 +597,24 @@ def execute(plan: Plan | str | os.PathLike, *, out_dir: str | os.PathLike, kb: K
             bk.release(lock)
         if deferred.signum is not None and report.status != "interrupted":
             report.status = "interrupted"
+        if run_store is not None:
+            _track(report, out, run_store, say)
     if report.status == "interrupted":
         raise KeyboardInterrupt
     if user_error is not None:
         raise user_error
     return report
+
+
+def _track(report: RunReport, out: Path, run_store, say) -> None:
+    """The MLflow view of the run (runners/tracking.py); a tracking failure never fails the run."""
+    from runners.tracking import enabled, log_report
+    if not enabled():
+        return
+    try:
+        log_report(report, out, run_store.path)
+    except Exception as exc:  # noqa: BLE001
+        say(f"warning: MLflow tracking failed ({type(exc).__name__}: {exc}); the run store has the run")
 
 
 def plan_kb_differs(plan: Plan, kb: KB) -> bool:

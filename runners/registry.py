@@ -28,6 +28,29 @@ RUNNERS: dict[str, str] = {
     "full-finetune": "runners.finetune:FullFinetune",
     "evaluate": "runners.evaluate:Evaluate",
     "export": "runners.export:Export",
+    # library-backed runners (peft, trl, lm-eval, transformers generation)
+    "peft": "runners.peft_methods:PeftAdapter",
+    "trl": "runners.alignment:TRLTrain",
+    "trl-distill": "runners.alignment:TRLDistill",
+    "merge": "runners.merge:Merge",
+    "kv-cache-quant": "runners.decoding:KVCacheQuant",
+    "speculative-decoding": "runners.decoding:SpeculativeDecoding",
+    "prompt-caching": "runners.decoding:PromptCaching",
+    "torch-compile": "runners.decoding:TorchCompile",
+    "lm-eval": "runners.lmeval:LMEval",
+    "accelerate-train": "runners.launch:AccelerateTrain",
+    "mha-to-gqa": "runners.attention_convert:MHAToGQA",
+    "decontamination-check": "runners.decontaminate:DecontaminationCheck",
+    "profile": "runners.profiling:Profile",
+    "prompt-lookup-decoding": "runners.decoding:PromptLookupDecoding",
+    "chunked-prefill": "runners.decoding:ChunkedPrefill",
+    "slm-draft": "runners.decoding:SLMDraft",
+    "calibration-eval": "runners.calibration_eval:CalibrationEval",
+    "best-of-n": "runners.best_of_n:BestOfN",
+    "rejection-sampling-ft": "runners.best_of_n:RejectionSamplingFT",
+    "spectrum": "runners.selective_finetune:Spectrum",
+    "lisa": "runners.selective_finetune:LISA",
+    "needle-eval": "runners.needle_eval:NeedleEval",
 }
 
 
@@ -49,3 +72,9 @@ def get_runner_class(runner_id: str):
 
 def get_runner(runner_id: str):
     return get_runner_class(runner_id)()
+
+
+def runnable_methods(kb) -> list[str]:
+    """KB methods whose `runner:` names a registered runner (each has a tiny-model test under
+    tests/runners/). No runner module is imported."""
+    return sorted(m.id for m in kb.methods.values() if m.runner in RUNNERS)

@@ -80,7 +80,12 @@ def _stats(args) -> int:
 def _coverage(args) -> int:
     from slmrec.kb_coverage import coverage
 
-    data = coverage(kb_from(args))
+    from runners.registry import runnable_methods
+
+    kb = kb_from(args)
+    data = coverage(kb)
+    runnable = runnable_methods(kb)
+    data["runnable"] = {"count": len(runnable), "methods": runnable}
     if args.json:
         print_json(data)
         return 0
@@ -112,6 +117,7 @@ def _coverage(args) -> int:
           f"{data['families']}): {', '.join(data['families_without_runner'])}")
     if data["goals_unserved"]:
         print(f"goals no method serves: {', '.join(data['goals_unserved'])}")
+    print(f"\nrunnable here: {len(runnable)} of {data['methods']} methods (a registered runner, runners/registry.py)")
     print(f"\n{data['methods']} methods; share filled in:")
     print(table([[k, f"{v:.0%}"] for k, v in data["share"].items()], ["field", "share"]))
     print()
