@@ -72,7 +72,7 @@ def _check(model) -> None:
                               "described by GGUF's per-model llama metadata")
 
 
-def _tokenizer(writer, tokenizer, vocab_size: int, source_gguf: Path | None) -> None:
+def _tokenizer(writer, tokenizer, vocab_size: int) -> None:
     import gguf
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
@@ -88,40 +88,32 @@ def _tokenizer(writer, tokenizer, vocab_size: int, source_gguf: Path | None) -> 
                 tokens[i] = tok
                 types[i] = gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL
         writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre(_pre(tokens, source_gguf))
+        writer.add_tokenizer_pre(_pre(vocab))
         writer.add_token_list(tokens)
         writer.add_token_types(types)
         gguf.SpecialVocab(tmp, load_merges=True, n_vocab=vocab_size).add_to_gguf(writer, quiet=True)
 
 
-def bundled_ggufs() -> list[Path]:
-    """The GGUF files the bundled models were converted from (where installed)."""
-    import importlib.util
-
-    from runners.models import BUNDLED_MODELS
-    out = []
-    for spec in BUNDLED_MODELS.values():
-        found = importlib.util.find_spec(spec["package"])
-        if found is not None and found.submodule_search_locations:
-            out.append(Path(list(found.submodule_search_locations)[0]) / spec["gguf"])
-    return [p for p in out if p.is_file()]
+# llama.cpp's pre-tokenizer name for the bundled models' tokenizers (their GGUF's tokenizer.ggml.pre)
+PRE_TOKENIZER = {"smollm2-135m": "smollm"}
 
 
-def _pre(tokens: list[str], source_gguf: Path | None) -> str:
-    """llama.cpp's pre-tokenizer name: a source GGUF's when the vocabulary is the same (the
-    bundled model's, unless one is given), else the generic one. Token ids given directly are
+def _pre(vocab: dict[str, int]) -> str:
+    """llama.cpp's pre-tokenizer name: a bundled model's when the vocabulary is the same (compared
+    with its converted folder, when cached), else the generic one. Token ids given directly are
     unaffected; only text tokenization inside llama.cpp depends on it."""
-    import gguf
-    for src in [source_gguf] if source_gguf is not None else bundled_ggufs():
-        r = gguf.GGUFReader(str(src))
-        field = r.fields.get("tokenizer.ggml.tokens")
-        if field is not None and len(field.data) == len(tokens) and field.contents()[:256] == tokens[:256]:
-            return r.fields["tokenizer.ggml.pre"].contents()
+    from runners.models import cache_root
+    for model_id, pre in PRE_TOKENIZER.items():
+        f = cache_root() / "models" / model_id / "tokenizer.json"
+        if f.is_file():
+            data = json.loads(f.read_text())
+            theirs = {**data["model"]["vocab"], **{t["content"]: t["id"] for t in data.get("added_tokens", [])}}
+            if theirs == vocab:
+                return pre
     return "default"
 
 
-def export_gguf(model, tokenizer, path, qtype: str = "Q8_0", name: str = "model",
-                source_gguf: Path | None = None) -> Path:
+def export_gguf(model, tokenizer, path, qtype: str = "Q8_0", name: str = "model") -> Path:
     import gguf
     if qtype not in TYPES:
         raise SlmrecError.one("export", f"unknown GGUF type '{qtype}'; valid: {', '.join(TYPES)}")
@@ -148,7 +140,7 @@ def export_gguf(model, tokenizer, path, qtype: str = "Q8_0", name: str = "model"
     w.add_vocab_size(cfg.vocab_size)
     w.add_file_type(FILE_TYPE[qtype])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _tokenizer(w, tokenizer, cfg.vocab_size, source_gguf)
+    _tokenizer(w, tokenizer, cfg.vocab_size)
     weights = _float_weights(model)
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     for hf, t in weights.items():

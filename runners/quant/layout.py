@@ -36,11 +36,6 @@ def why_not_standard(model, recipe: dict) -> str | None:
             return (f"'{name}' has {e['in']} input columns, not a multiple of group_size "
                     f"{e['group_size']} (compressed-tensors needs whole groups; use a group size "
                     "that divides every width, e.g. 64 or 32 for SmolLM2)")
-    if recipe["quant"]:
-        try:
-            import compressed_tensors  # noqa: F401
-        except ImportError:
-            return "the compressed-tensors package is not installed"
     return None
 
 
