@@ -69,3 +69,17 @@ def measure_deployed(artifacts: dict, vocab: int, corpus, params) -> tuple[dict,
                "decode_ms_per_token": lat["decode_ms_per_token"]}
     return metrics, (f"perplexity and latency measured on the exported file in {runtime} "
                      f"({lat['threads']} thread(s)), not in PyTorch")
+
+
+def generate(session, tokenizer, prompt: str, new_tokens: int = 24) -> str:
+    """Greedy continuation of `prompt` in the session's runtime (stops at the tokenizer's EOS)."""
+    ids = tokenizer(prompt)["input_ids"]
+    logits = session.prefill(ids)
+    out: list[int] = []
+    for _ in range(new_tokens):
+        nxt = int(np.argmax(logits))
+        if nxt == tokenizer.eos_token_id:
+            break
+        out.append(nxt)
+        logits = session.step(nxt)
+    return tokenizer.decode(out)

@@ -136,3 +136,12 @@ def test_unknown_runtime_is_one_line_with_a_suggestion():
     from slmrec.errors import SlmrecError
     with pytest.raises(SlmrecError, match="did you mean 'onnxruntime'"):
         open_session("onnxruntim", None)
+
+
+def test_greedy_generation_matches_between_pytorch_and_onnxruntime(onnx_models, tiny):
+    from runners.runtime import open_session
+    from runners.runtime.measure import generate
+    model, tok = tiny
+    ours = generate(open_session("pytorch", model), tok, "The module", new_tokens=6)
+    theirs = generate(open_session("onnxruntime", onnx_models["none"]), tok, "The module", new_tokens=6)
+    assert ours == theirs and len(tok(ours)["input_ids"]) >= 1
