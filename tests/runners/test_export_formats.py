@@ -143,5 +143,6 @@ def test_greedy_generation_matches_between_pytorch_and_onnxruntime(onnx_models, 
     from runners.runtime.measure import generate
     model, tok = tiny
     ours = generate(open_session("pytorch", model), tok, "The module", new_tokens=6)
+    assert ours  # the untrained tiny model does not stop at once
     theirs = generate(open_session("onnxruntime", onnx_models["none"]), tok, "The module", new_tokens=6)
-    assert ours == theirs and len(tok(ours)["input_ids"]) >= 1
+    assert ours == theirs
