@@ -67,8 +67,8 @@ def time_scenarios(kb) -> tuple[list[list], list[float]]:
 
 
 def agreement(kb, n: int = N_RANDOM) -> dict:
-    from slmrec.recommend_search import Search, exhaustive
-    from slmrec.recommend_space import build_space, kb_index
+    from slmrec.recommend.search import Search, exhaustive
+    from slmrec.recommend.space import build_space, kb_index
     from slmrec.scenario import parse_scenario
 
     idx = kb_index(kb)

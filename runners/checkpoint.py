@@ -150,6 +150,23 @@ def save_checkpoint(model, tokenizer, folder) -> Path:
     return folder
 
 
+def checkpoint_digest(folder) -> str:
+    """sha256 over every file of a checkpoint folder (relative names and bytes, in name order):
+    recorded in state.json when the step completes, verified before `--resume` trusts it."""
+    import hashlib
+
+    folder = Path(folder)
+    h = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    for p in files:
+        h.update(p.relative_to(folder).as_posix().encode() + b"\0")
+        with open(p, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise SlmrecError.one(str(path), "missing: not a complete slmrec checkpoint")
@@ -228,10 +245,27 @@ def load_checkpoint(folder):
         adapter = folder / recipe["lora"]
         if not (adapter / "adapter_config.json").is_file():
             raise SlmrecError.one(str(adapter), "missing adapter_config.json for the unmerged LoRA")
+        check_adapter_folder(adapter)
         with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True).eval()
     return model, tok
+
+
+def check_adapter_folder(adapter: Path) -> None:
+    """Adapters load from safetensors only: peft falls back to torch.load (pickle) when
+    adapter_model.safetensors is absent, so that case is refused before peft is called."""
+    adapter = Path(adapter)
+    if adapter.is_symlink() or not adapter.is_dir():
+        raise SlmrecError.one(str(adapter), "the LoRA adapter folder is missing")
+    pickles = sorted(p.name for p in adapter.iterdir()
+                     if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt"))
+    if pickles:
+        raise SlmrecError.one(str(adapter), f"holds pickle weights ({', '.join(pickles[:3])}); "
+                              "slmrec loads adapters from adapter_model.safetensors only")
+    st = adapter / "adapter_model.safetensors"
+    if not st.is_file() or st.is_symlink():
+        raise SlmrecError.one(str(st), "missing: slmrec loads LoRA adapters from safetensors only")
 
 
 def _load_tokenizer(folder: Path):

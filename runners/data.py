@@ -20,6 +20,7 @@ SPLITS = ("train", "validation", "calibration")
 CHUNK_CHARS = 1000
 MIN_TOKENS = 48
 EOS, BOS = "<|endoftext|>", "<|bos|>"
+TOKENIZE_BATCH = 256  # documents tokenised at a time
 
 
 def bundled_texts() -> list[str]:
@@ -58,13 +59,17 @@ class Corpus:
         self.pair_splits = pairs
         eos = tokenizer.eos_token_id
         self.streams = {}
-        for split in SPLITS:
-            ids: list[int] = []
-            for doc in (tokenizer(texts[split], add_special_tokens=False)["input_ids"] if texts[split] else []):
-                ids.extend(doc)
-                if eos is not None:
-                    ids.append(eos)
-            self.streams[split] = torch.tensor(ids, dtype=torch.long)
+        for split in SPLITS:  # in batches of documents: memory follows the token count
+            pieces = []
+            docs = texts[split]
+            for i in range(0, len(docs), TOKENIZE_BATCH):
+                ids: list[int] = []
+                for doc in tokenizer(docs[i: i + TOKENIZE_BATCH], add_special_tokens=False)["input_ids"]:
+                    ids.extend(doc)
+                    if eos is not None:
+                        ids.append(eos)
+                pieces.append(torch.tensor(ids, dtype=torch.long))
+            self.streams[split] = torch.cat(pieces) if pieces else torch.tensor([], dtype=torch.long)
 
     @property
     def train(self):
@@ -143,16 +148,7 @@ def load_corpus(tokenizer, path: str | None = None, seed: int = 0) -> Corpus:
     else:
         p = Path(path).expanduser()
         source = str(p)
-        if not p.is_file():
-            raise SlmrecError.one(source, "corpus file not found" if not p.exists() else "not a file")
-        if p.suffix not in (".txt", ".jsonl"):
-            raise SlmrecError.one(source, f"unsupported corpus type '{p.suffix or 'none'}'; valid: .txt, .jsonl")
-        try:
-            raw = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise SlmrecError.one(source, f"not UTF-8 text (byte {e.start})") from None
-        if not raw.strip():
-            raise SlmrecError.one(source, "empty file: no text to train or evaluate on")
+        raw = read_corpus_text(p)
         if p.suffix == ".txt":
             docs = _chunks([raw])
         else:
@@ -165,6 +161,74 @@ def load_corpus(tokenizer, path: str | None = None, seed: int = 0) -> Corpus:
     if min(len(s) for s in corpus.streams.values()) == 0:
         corpus = _split_stream(corpus)
     return corpus
+
+
+def max_corpus_bytes() -> int:
+    """The largest corpus file read: $SLMREC_MAX_CORPUS_MB (default 256 MB). Corpora are held
+    in memory as text and token ids; a larger file is refused with this figure, not read."""
+    try:
+        mb = float(os.environ.get("SLMREC_MAX_CORPUS_MB", "256"))
+    except ValueError:
+        mb = 256.0
+    return int(max(mb, 0.001) * 2**20)
+
+
+def read_corpus_text(path: str | os.PathLike) -> str:
+    """A corpus file's text, checked while it is read in blocks: a regular .txt/.jsonl file of at
+    most max_corpus_bytes(), UTF-8, no NUL bytes or other binary control characters, not blank.
+    SlmrecError (one line: the file, the byte offset, the limit) otherwise."""
+    import codecs
+
+    p = Path(path).expanduser()
+    source = str(p)
+    if not p.exists():
+        raise SlmrecError.one(source, "corpus file not found")
+    if not p.is_file():
+        raise SlmrecError.one(source, "not a regular file (a folder, device or pipe); give a "
+                              ".txt or .jsonl file")
+    if p.suffix not in (".txt", ".jsonl"):
+        raise SlmrecError.one(source, f"unsupported corpus type '{p.suffix or 'none'}'; valid: .txt, .jsonl")
+    limit = max_corpus_bytes()
+    size = p.stat().st_size
+    if size > limit:
+        raise SlmrecError.one(source, f"corpus is {size / 2**20:,.1f} MB, over the limit of "
+                              f"{limit / 2**20:,.0f} MB; use a smaller file or raise "
+                              "$SLMREC_MAX_CORPUS_MB")
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    parts: list[str] = []
+    offset = 0
+    bad = set(range(0, 9)) | {11, 12} | set(range(14, 32)) | {127}
+    try:
+        with open(p, "rb") as fh:
+            while True:
+                block = fh.read(1 << 20)
+                if not block:
+                    break
+                if offset + len(block) > limit:
+                    raise SlmrecError.one(source, f"corpus grew past the limit of "
+                                          f"{limit / 2**20:,.0f} MB while being read")
+                hit = next((i for i, b in enumerate(block[:4096]) if b in bad), None) \
+                    if offset == 0 else None
+                if hit is None:
+                    hit = block.find(b"\0")
+                    hit = None if hit < 0 else hit
+                if hit is not None:
+                    raise SlmrecError.one(source, f"binary data (byte 0x{block[hit]:02x} at offset "
+                                          f"{offset + hit}); a corpus must be UTF-8 text")
+                try:
+                    parts.append(decoder.decode(block))
+                except UnicodeDecodeError as e:
+                    raise SlmrecError.one(source, f"not UTF-8 text (byte {offset + e.start})") from None
+                offset += len(block)
+            parts.append(decoder.decode(b"", final=True))
+    except UnicodeDecodeError as e:
+        raise SlmrecError.one(source, f"not UTF-8 text (truncated at byte {offset + e.start})") from None
+    except OSError as e:
+        raise SlmrecError.one(source, f"cannot read: {e.strerror or e}") from None
+    raw = "".join(parts)
+    if not raw.strip():
+        raise SlmrecError.one(source, "empty file: no text to train or evaluate on")
+    return raw
 
 
 def _read_jsonl(source: str, raw: str):

@@ -36,11 +36,15 @@ import psutil
 from pydantic import ValidationError
 
 from runners.base import RunnerParams, StepContext, StepFailed
+from runners.checkpoint import checkpoint_digest
 from runners.registry import RUNNERS, get_runner_class
 from runners.report import RunReport, StepReport, write_reports
+from runners.resume import read_state, restore
 from slmrec.errors import Problem, SlmrecError, did_you_mean
 from slmrec.kb import KB, load_kb
 from slmrec.plan import Plan, load_plan, validate_plan
+from slmrec.safeio import os_error, write_text
+from slmrec.safeyaml import clip
 
 STATE_FORMAT = 1
 # Runners that leave the model as it is: no new checkpoint, their metrics are the measurement.
@@ -120,7 +124,7 @@ def _source_problem(name: str, kb: KB, file: str, record: str, fld: str) -> Prob
 
 
 def bind_plan(plan: Plan, kb: KB, *, file: str = "<plan>", model: str | None = None,
-              data: str | os.PathLike | None = None) -> list[BoundStep]:
+              data: str | os.PathLike | None = None, seed: int | None = None) -> list[BoundStep]:
     """Validate the whole plan for execution; return the bound steps or raise every problem."""
     problems = list(validate_plan(plan, kb, file))
     executable = sorted(m.id for m in kb.methods.values() if m.runner and m.plannable)
@@ -161,7 +165,7 @@ def bind_plan(plan: Plan, kb: KB, *, file: str = "<plan>", model: str | None = N
                 elif err["type"] == "missing":
                     msg = f"runner '{method.runner}' needs parameter '{name}'; valid: {valid}"
                 else:
-                    msg = f"bad value {err.get('input')!r}{origin}: {err['msg']}"
+                    msg = f"bad value {clip(err.get('input'))}{origin}: {err['msg']}"
                 problems.append(Problem(file, msg, label, f"{where}.params.{name}"))
             continue
         bound.append(BoundStep(i, method.id, method.runner, cls, params,
@@ -179,11 +183,42 @@ def bind_plan(plan: Plan, kb: KB, *, file: str = "<plan>", model: str | None = N
         p = _source_problem(plan.teacher, kb, file, "plan", "teacher")
         if p:
             problems.append(p)
-    if data is not None and not Path(data).expanduser().exists():
-        problems.append(Problem("--data", f"corpus file '{data}' does not exist"))
+    problems += _input_problems(model or plan.base_model, kb, data, seed, problems)
     if problems:
         raise SlmrecError(problems)
     return bound
+
+
+MAX_SEED = 2**31 - 1
+
+
+def _input_problems(source_name: str, kb: KB, data, seed, found: list[Problem]) -> list[Problem]:
+    """The run's other inputs, checked before any model loads: the corpus file (size, text),
+    the seed, and a local model folder (config, safetensors headers, tensor names)."""
+    from runners.data import read_corpus_text
+    from runners.models import check_model_folder
+
+    out: list[Problem] = []
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not 0 <= seed <= MAX_SEED):
+        out.append(Problem("--seed", f"seed must be an integer from 0 to {MAX_SEED}, got "
+                           f"{clip(seed)}"))
+    if data is not None:
+        if not Path(data).expanduser().exists():
+            out.append(Problem("--data", f"corpus file {clip(str(data))} does not exist"))
+        else:
+            try:
+                read_corpus_text(data)  # read and dropped: bounded, and far cheaper than a model
+            except SlmrecError as exc:
+                out += exc.problems
+    source = resolve_model_source(source_name, kb)
+    if source is not None and not any(p.field == "base_model" or p.file == "--model"
+                                      for p in found):
+        try:
+            check_model_folder(source)
+        except SlmrecError as exc:
+            out += exc.problems
+    return out
 
 
 PEAK_KEYS = ("peak_memory_mb", "inference_memory_mb", "step_peak_memory_mb")
@@ -218,15 +253,6 @@ def check_memory(plan: Plan, file: str = "<plan>") -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _seed_all(seed: int) -> None:
@@ -389,11 +415,14 @@ def execute(plan: Plan | str | os.PathLike, *, out_dir: str | os.PathLike, kb: K
     `store`: a RunStore, a path, None for the default store ($SLMREC_STORE or
     ~/.local/share/slmrec/runs.sqlite) or False for none. User mistakes raise SlmrecError before
     anything heavy happens; a failing step does not raise: the report says `failed`, and why.
-    Ctrl-C records the run as interrupted (resumable) and re-raises KeyboardInterrupt.
+    Ctrl-C, SIGTERM and SIGHUP record the run as interrupted (resumable) and re-raise
+    KeyboardInterrupt. Bookkeeping faults (a full disk, a locked or damaged run store) are notes
+    on the run and warnings, never a lost run: see docs/reliability.md.
     """
     from tqdm.auto import tqdm
 
-    from slmrec.evidence import RunStore
+    from runners import bookkeeping as bk
+    from slmrec.evidence import HEARTBEAT_S, RunStore
 
     if not isinstance(plan, Plan):
         plan_file = plan_file or str(plan)
@@ -406,7 +435,7 @@ def execute(plan: Plan | str | os.PathLike, *, out_dir: str | os.PathLike, kb: K
     def say(msg: str) -> None:
         (log or tqdm.write)(msg)
 
-    bound = bind_plan(plan, kb, file=file, model=model, data=data)
+    bound = bind_plan(plan, kb, file=file, model=model, data=data, seed=seed)
     source = resolve_model_source(model or plan.base_model, kb)
     assert source is not None  # bind_plan checked it
     swapped = model is not None and source != resolve_model_source(plan.base_model, kb)
@@ -415,131 +444,173 @@ def execute(plan: Plan | str | os.PathLike, *, out_dir: str | os.PathLike, kb: K
     digest = plan_hash(plan)
     key = {"plan_hash": digest, "model": source, "data": data, "seed": seed}
     state_path = out / "state.json"
-    state = None
-    if resume:
-        state = _read_state(state_path, key)
-    elif state_path.exists():
+    if out.exists() and not out.is_dir():
+        raise SlmrecError.one(str(out), "--out is an existing file, not a folder; choose a "
+                              "folder path")
+    if not resume and state_path.exists():
         raise SlmrecError.one(str(out), "this folder already holds a run (state.json); pass "
                               "--resume to continue it, or choose another --out folder")
+    state = read_state(state_path, key) if resume else None
     run_store = None if store is False else store if isinstance(store, RunStore) \
         else RunStore(store)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "steps").mkdir(exist_ok=True)
-    (out / "plan.yaml").write_text(plan.to_yaml(), encoding="utf-8")
-
-    report = _new_report(plan, kb, bound, state, out, source, digest, seed)
-    _open_in_store(report, run_store, plan, kb, state, digest, source, out, seed)
+    if run_store is not None:
+        run_store.reap_stale()  # rows of runs whose process died become `interrupted`
+    lock = bk.claim(out)  # from here on, the folder is ours until the `finally` below
+    try:
+        if not resume and state_path.exists():  # another run finished here since the check
+            raise SlmrecError.one(str(out), "this folder already holds a run (state.json); pass "
+                                  "--resume to continue it, or choose another --out folder")
+        if plan_kb_differs(plan, kb):
+            say(f"warning: {plan_kb_note(plan, kb)}")
+        try:
+            (out / "steps").mkdir(exist_ok=True)
+            write_text(out / "plan.yaml", plan.to_yaml())
+        except OSError as exc:
+            raise os_error(out, exc, "cannot write into the run folder") from None
+        report = _new_report(plan, kb, bound, state, out, source, digest, seed)
+        checksums = dict(state.get("checksums") or {}) if state else {}
+        _open_in_store(report, run_store, plan, kb, state, digest, source, out, seed)
+    except BaseException:
+        bk.release(lock)
+        raise
+    ledger = bk.Ledger(run_store, report, say)
     teacher_steps = [b for b in bound if b.runner_cls.needs_teacher]
     teacher_source = resolve_model_source(plan.teacher, kb) if plan.teacher else source
     report.teacher = teacher_source if teacher_steps else None
+    notes = [plan_kb_note(plan, kb)] if plan_kb_differs(plan, kb) else []
     if swapped:
-        note = (f"the plan's predictions are for '{plan.base_model}'; this run measures "
-                f"'{source}' (--model), so ratios compare different models")
-        if note not in report.notes:
-            report.notes.append(note)
+        notes.append(f"the plan's predictions are for '{plan.base_model}'; this run measures "
+                     f"'{source}' (--model), so ratios compare different models")
     if teacher_steps and plan.teacher is None:
-        note = (f"the plan names no teacher: {', '.join(b.label for b in teacher_steps)} distil "
-                f"from the base model '{source}' itself")
-        if note not in report.notes:
-            report.notes.append(note)
+        notes.append(f"the plan names no teacher: {', '.join(b.label for b in teacher_steps)} "
+                     f"distil from the base model '{source}' itself")
+    report.notes += [n for n in notes if n not in report.notes]
 
     def save_state() -> None:
-        _atomic_json(state_path, {"format": STATE_FORMAT, **key, "report": report.to_dict()})
+        _write_json(state_path, {"format": STATE_FORMAT, **key, "checksums": checksums,
+                                 "report": report.to_dict()})
+
+    def record(d: BoundStep) -> None:
+        ds = report.steps[d.index]
+        ledger.call(f"step {d.index + 1}", "record_step", d.index, d.method, metrics=ds.metrics,
+                    predicted=d.predicted, status="completed", runner=d.runner_id,
+                    params=d.params_dict, wall_s=ds.wall_s, checkpoint=ds.checkpoint,
+                    context=_context(report, d, report.base_metrics if d.index == 0
+                                     else report.steps[d.index - 1].metrics))
 
     t_run = time.perf_counter()
     user_error: SlmrecError | None = None
     try:
-        from runners.data import load_corpus
-        from runners.models import load_checkpoint, load_model
+        with bk.terminate_as_interrupt(), bk.Heartbeat(run_store, report.run_id, HEARTBEAT_S):
+            from runners.data import load_corpus
+            from runners.models import load_checkpoint, load_model
 
-        start, model_obj, tok = _restore(report, out, say, load_checkpoint)
-        if model_obj is None:
-            say(f"loading base model {source}")
-            model_obj, tok = load_model(source)
-        teacher_cache: dict[str, Any] = {}
+            start, model_obj, tok = restore(report, out, say, load_checkpoint, checksums,
+                                             verify=not (state and "checksums" not in state))
+            for d in bound[:start]:  # a resumed run: rows a faulty store lost are written again
+                record(d)
+            if model_obj is None:
+                say(f"loading base model {source}")
+                model_obj, tok = load_model(source)
+            teacher_cache: dict[str, Any] = {}
 
-        def load_teacher():
-            if "model" not in teacher_cache:
-                say(f"loading teacher {teacher_source}")
-                teacher_cache["model"] = load_model(teacher_source)
-            return teacher_cache["model"]
+            def load_teacher():
+                if "model" not in teacher_cache:
+                    say(f"loading teacher {teacher_source}")
+                    teacher_cache["model"] = load_model(teacher_source)
+                return teacher_cache["model"]
 
-        live = _Live(model_obj, tok, load_corpus(tok, path=data, seed=seed), load_teacher,
-                     _Measurer(seed), out, data, seed, progress, say)
-        if not report.base_metrics:
-            say("measuring the input model")
-            report.base_metrics = live.measure(live.model, live.tokenizer, live.corpus,
-                                               out / "work" / "00-input")
-            _derive(report.base_metrics, {}, {})
-        save_state()
-        bar = tqdm(total=len(bound), initial=start, desc="plan", unit="step",
-                   disable=not progress, position=0)
-        try:
-            for b in bound[start:]:
-                bar.set_postfix_str(b.label)
-                srep = report.steps[b.index]
-                inputs = report.base_metrics if b.index == 0 else report.steps[b.index - 1].metrics
-                following = bound[b.index + 1] if b.index + 1 < len(bound) else None
-                try:
-                    reason = _run_step(b, srep, inputs, live, report, following)
-                except KeyboardInterrupt:
-                    report.failed_step = b.index
-                    raise
-                if reason is not None:
-                    srep.status, srep.reason = "failed", reason
-                    report.status, report.failed_step = "failed", b.index
-                    report.reason = f"{b.label} failed: {reason}"
-                    if run_store is not None:
-                        run_store.record_step(report.run_id, b.index, b.method, status="failed",
-                                              reason=reason, runner=b.runner_id,
-                                              params=b.params_dict)
-                    say(f"error: {report.reason}")
-                    break
-                done = [b]
-                if b.index > 0 and _backfill(report.steps[b.index - 1], srep):
-                    done.insert(0, bound[b.index - 1])
-                for d in done if run_store is not None else ():
-                    ds = report.steps[d.index]
-                    run_store.record_step(
-                        report.run_id, d.index, d.method, metrics=ds.metrics,
-                        predicted=d.predicted, status="completed", runner=d.runner_id,
-                        params=d.params_dict, wall_s=ds.wall_s, checkpoint=ds.checkpoint,
-                        context=_context(report, d, report.base_metrics if d.index == 0
-                                         else report.steps[d.index - 1].metrics))
-                save_state()
-                bar.update(1)
-                if teacher_cache and not any(t.index > b.index for t in teacher_steps):
-                    teacher_cache.clear()  # the last step that needed the teacher is done
-        finally:
-            bar.close()
-        if report.status == "running":
-            report.status = "completed"
+            live = _Live(model_obj, tok, load_corpus(tok, path=data, seed=seed), load_teacher,
+                         _Measurer(seed), out, data, seed, progress, say)
+            if not report.base_metrics:
+                say("measuring the input model")
+                report.base_metrics = live.measure(live.model, live.tokenizer, live.corpus,
+                                                   out / "work" / "00-input")
+                _derive(report.base_metrics, {}, {})
+            save_state()
+            bar = tqdm(total=len(bound), initial=start, desc="plan", unit="step",
+                       disable=not progress, position=0)
+            try:
+                for b in bound[start:]:
+                    bar.set_postfix_str(b.label)
+                    srep = report.steps[b.index]
+                    inputs = report.base_metrics if b.index == 0 else report.steps[b.index - 1].metrics
+                    following = bound[b.index + 1] if b.index + 1 < len(bound) else None
+                    try:
+                        reason = _run_step(b, srep, inputs, live, report, following)
+                    except KeyboardInterrupt:
+                        report.failed_step = b.index
+                        raise
+                    if reason is not None:
+                        srep.status, srep.reason = "failed", reason
+                        report.status, report.failed_step = "failed", b.index
+                        report.reason = f"{b.label} failed: {reason}"
+                        ledger.call(f"step {b.index + 1}", "record_step", b.index, b.method,
+                                    status="failed", reason=reason, runner=b.runner_id,
+                                    params=b.params_dict)
+                        say(f"error: {report.reason}")
+                        break
+                    if srep.checkpoint and srep.checkpoint != (
+                            report.steps[b.index - 1].checkpoint if b.index else None):
+                        checksums[srep.checkpoint] = checkpoint_digest(out / srep.checkpoint)
+                    done = [b]
+                    if b.index > 0 and _backfill(report.steps[b.index - 1], srep):
+                        done.insert(0, bound[b.index - 1])
+                    for d in done:
+                        record(d)
+                    save_state()
+                    bar.update(1)
+                    if teacher_cache and not any(t.index > b.index for t in teacher_steps):
+                        teacher_cache.clear()  # the last step that needed the teacher is done
+            finally:
+                bar.close()
+            if report.status == "running":
+                report.status = "completed"
+    except bk.Terminated as exc:
+        report.status, report.reason = "interrupted", exc.reason
     except KeyboardInterrupt:
         report.status, report.reason = "interrupted", "interrupted by the user"
     except SlmrecError as exc:  # e.g. an unreadable model folder: recorded, then raised
         report.status, user_error = "failed", exc
         report.reason = "; ".join(str(p) for p in exc.problems)
-    except Exception as exc:  # noqa: BLE001  (outside any step: loading, the corpus)
+    except Exception as exc:  # noqa: BLE001  (outside any step: loading, the corpus, the disk)
         report.status = "failed"
         report.reason = f"{type(exc).__name__}: {exc} (traceback in error.log)"
-        _log_error(out, "run")
+        bk.guarded("error.log", lambda: _log_error(out, "run"), report, say)
     finally:
-        report.finished = _now()
-        report.wall_s = time.perf_counter() - t_run
-        _finalise(report)
-        save_state()
-        write_reports(report, out)
-        if run_store is not None and report.run_id is not None:
+        # Each write on its own: one failing (a full disk, a locked store) never skips the rest.
+        with bk.terminate_as_interrupt_deferred() as deferred:
+            report.finished = _now()
+            report.wall_s = time.perf_counter() - t_run
+            _finalise(report)
+            bk.guarded("state.json", save_state, report, say)
+            bk.guarded("report.json/report.md", lambda: write_reports(report, out), report, say)
             if report.final_metrics:
-                run_store.record_step(report.run_id, None, "plan", metrics=report.final_metrics,
-                                      predicted=report.final_predicted,
-                                      context=_context(report, None, report.base_metrics))
-            run_store.finish_run(report.run_id, report.status, report.reason)
+                ledger.call("the plan-level measurements", "record_step", None, "plan",
+                            metrics=report.final_metrics, predicted=report.final_predicted,
+                            context=_context(report, None, report.base_metrics))
+            ledger.call("the run's end", "finish_run", report.status, report.reason)
+            bk.release(lock)
+        if deferred.signum is not None and report.status != "interrupted":
+            report.status = "interrupted"
     if report.status == "interrupted":
         raise KeyboardInterrupt
     if user_error is not None:
         raise user_error
     return report
+
+
+def plan_kb_differs(plan: Plan, kb: KB) -> bool:
+    return bool(plan.kb_version and kb.version and plan.kb_version != kb.version)
+
+
+def plan_kb_note(plan: Plan, kb: KB) -> str:
+    return (f"the plan was made with KB version {plan.kb_version}, this KB is {kb.version}: its "
+            "predictions may not match what this KB would predict (re-run `slmrec recommend`)")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def _new_report(plan, kb, bound, state, out, source, digest, seed) -> RunReport:
@@ -688,7 +759,10 @@ def _run_step(b: BoundStep, srep: StepReport, inputs: dict, live: _Live, report:
     except SlmrecError as exc:
         return "; ".join(p.message for p in exc.problems)
     except Exception as exc:  # noqa: BLE001  (a failing step must not lose the run)
-        _log_error(live.out, b.label)
+        try:
+            _log_error(live.out, b.label)
+        except OSError:  # the disk that failed the step may not take the log either
+            pass
         if _is_oom(exc):
             reason = f"out of memory: {exc}"
         elif isinstance(exc, (ValueError, TypeError, ValidationError)):
@@ -760,60 +834,3 @@ def _checkpoint(model, tokenizer, steps_dir: Path, name: str) -> str:
 
     save_checkpoint(model, tokenizer, steps_dir / name)
     return str(Path("steps") / name)
-
-
-def _read_state(path: Path, key: dict) -> dict:
-    folder = str(path.parent)
-    if not path.is_file():
-        raise SlmrecError.one(folder, "nothing to resume: the folder holds no state.json; run "
-                              "without --resume to start")
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        assert isinstance(state, dict) and isinstance(state.get("report"), dict)
-    except (OSError, ValueError, AssertionError):
-        raise SlmrecError.one(str(path), "state.json is unreadable; start the run again in a new "
-                              "--out folder") from None
-    diffs = []
-    names = {"plan_hash": "the plan's steps (plan hash)", "model": "--model", "data": "--data",
-             "seed": "the seed"}
-    for k, what in names.items():
-        if state.get(k) != key[k]:
-            diffs.append(f"{what} differs (run: {state.get(k)!r}, now: {key[k]!r})")
-    if diffs:
-        raise SlmrecError.one(str(path), "cannot resume a different run: " + "; ".join(diffs)
-                              + "; resume with the same plan and flags, or use another --out")
-    return state
-
-
-def _restore(report: RunReport, out: Path, say, load_checkpoint):
-    """(first step to run, model, tokenizer) from the last intact checkpoint, or (0, None, None)."""
-    done = []
-    for s in report.steps:
-        if s.status != "completed":
-            break
-        done.append(s)
-    for s in report.steps[len(done):]:
-        s.status, s.checkpoint, s.metrics, s.resumed = "pending", None, {}, False
-    while done:
-        last = done[-1]
-        if last.checkpoint is None:  # read-only first step: nothing to load, re-run it
-            last.status = "pending"
-            done.pop()
-            continue
-        try:
-            model, tok = load_checkpoint(out / last.checkpoint)
-        except SlmrecError as exc:
-            say(f"warning: checkpoint of step {last.index + 1} ({last.method}) is unusable "
-                f"({'; '.join(p.message for p in exc.problems)}); falling back to the one before")
-            report.notes.append(f"resume: checkpoint of step {last.index + 1} ({last.method}) "
-                                "was corrupt and the step was run again")
-            last.status, last.checkpoint, last.metrics = "pending", None, {}
-            done.pop()
-            continue
-        for s in done:
-            s.resumed = True
-        say(f"resuming after step {last.index + 1} ({last.method}) from {last.checkpoint}")
-        return len(done), model, tok
-    if any(s.status == "pending" for s in report.steps) and report.base_metrics:
-        say("resuming from the start: no intact checkpoint")
-    return 0, None, None

@@ -110,11 +110,16 @@ def _load_hf_folder(path: Path, dtype):
         raise SlmrecError.one(str(path), "no .safetensors weights" + (f" (found {', '.join(found)}; "
                               "slmrec reads safetensors only, never pickle)" if found else ""))
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, local_files_only=True, use_safetensors=True, trust_remote_code=False)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, local_files_only=True, use_safetensors=True, trust_remote_code=False,
+            output_loading_info=True)
     except (ValueError, OSError, KeyError) as e:
         raise SlmrecError.one(str(path), f"cannot load as a causal LM: {str(e).splitlines()[0]} "
                               f"(tested families: {', '.join(KNOWN_FAMILIES)})") from None
+    _tensor_problem(path, sorted(info.get("missing_keys") or ()),
+                    sorted(info.get("unexpected_keys") or ()),
+                    sorted(str(m[0]) if isinstance(m, tuple) else str(m)
+                           for m in info.get("mismatched_keys") or ()))
     names = conv1d_to_linear(model)
     if names:
         model._slmrec_conv1d = names  # checkpoints rebuild the same structure
@@ -123,6 +128,129 @@ def _load_hf_folder(path: Path, dtype):
     except (ValueError, OSError) as e:
         raise SlmrecError.one(str(path), f"cannot load its tokenizer: {str(e).splitlines()[0]}") from None
     return model.eval(), tok
+
+
+def _tensor_problem(path: Path, missing: list, unexpected: list, mismatched: list = ()) -> None:
+    """A model folder whose weights do not fit its config.json is an error naming the tensors
+    (a model left partly random would run and measure silently wrong figures)."""
+    parts = []
+    for what, names in (("missing", missing), ("unexpected", unexpected),
+                        ("wrong-shaped", mismatched)):
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            parts.append(f"{len(names)} {what} tensor{'s' if len(names) > 1 else ''} ({shown})")
+    if parts:
+        raise SlmrecError.one(str(path), "weights do not match config.json: " + "; ".join(parts)
+                              + "; the folder is incomplete or holds another model")
+
+
+def check_model_folder(source: str) -> None:
+    """Check a local model folder without loading its weights: config.json, safetensors headers,
+    and that the tensor names match what config.json builds. SlmrecError naming the problem."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    from runners.checkpoint import RECIPE, WEIGHTS, check_adapter_folder, is_checkpoint
+    path = Path(source).expanduser()
+    if source in BUNDLED_MODELS or not path.exists():
+        return
+    if not path.is_dir():
+        raise SlmrecError.one(str(path), "is a file; give the model's folder (with config.json)")
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise SlmrecError.one(str(path), "no config.json: not a Hugging Face model folder")
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        assert isinstance(cfg, dict)
+    except (OSError, ValueError, AssertionError):
+        raise SlmrecError.one(str(cfg_file), "not a valid JSON object") from None
+    if cfg.get("auto_map"):
+        raise SlmrecError.one(str(cfg_file), "needs remote code (auto_map); slmrec never runs "
+                              "trust_remote_code models")
+    checkpoint = is_checkpoint(path)
+    if checkpoint:
+        try:
+            recipe = json.loads((path / RECIPE).read_text(encoding="utf-8"))
+            assert isinstance(recipe, dict)
+        except (OSError, ValueError, AssertionError):
+            raise SlmrecError.one(str(path / RECIPE), "not a valid JSON object") from None
+        if recipe.get("lora"):
+            check_adapter_folder(path / str(recipe["lora"]))
+        files = [path / WEIGHTS]
+    else:
+        files = sorted(path.glob("*.safetensors"))
+    if not files or not all(f.is_file() for f in files):
+        found = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt*")]
+        raise SlmrecError.one(str(path), "no .safetensors weights" + (
+            f" (found {', '.join(found)}; slmrec reads safetensors only, never pickle)"
+            if found else ""))
+    names: set[str] = set()
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as fh:
+                names.update(fh.keys())
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise SlmrecError.one(str(f), f"corrupt or truncated safetensors file "
+                                  f"({str(e).splitlines()[0][:120]})") from None
+    if checkpoint:
+        _check_checkpoint_tensors(path, recipe, names)
+        return
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        with torch.device("meta"):
+            meta = AutoModelForCausalLM.from_config(config)
+        expected = set(meta.state_dict())
+    except Exception:  # noqa: BLE001  (an architecture we cannot build here: loading says why)
+        return
+    if getattr(config, "tie_word_embeddings", False):
+        expected = {k for k in expected if not k.startswith("lm_head.")}
+    # What transformers itself tolerates: tied copies, legacy buffers (rotary inv_freq, GPT-2's
+    # attention masks) listed by the model class.
+    tied = getattr(meta, "_tied_weights_keys", None) or ()
+    tied = set(tied.keys() if isinstance(tied, dict) else tied)
+    ok_missing = list(getattr(meta, "_keys_to_ignore_on_load_missing", None) or ())
+    ok_extra = list(getattr(meta, "_keys_to_ignore_on_load_unexpected", None) or ()) + \
+        [r"rotary_emb\.inv_freq$", r"attn\.(masked_)?bias$"]
+    expected = {k for k in expected if k not in tied
+                and not any(re.search(p, k) for p in ok_missing)}
+    names = {n for n in names if not any(re.search(p, n) for p in ok_extra)}
+
+    def matches(a: str, b: str) -> bool:  # transformers strips or adds the base-model prefix
+        return a == b or a.endswith("." + b) or b.endswith("." + a)
+
+    missing = sorted(e for e in expected if not any(matches(e, n) for n in names)) \
+        if len(expected) * len(names) < 4_000_000 else []
+    unexpected = sorted(n for n in names if not any(matches(e, n) for e in expected)) \
+        if len(expected) * len(names) < 4_000_000 else []
+    _tensor_problem(path, missing, unexpected)
+
+
+def _check_checkpoint_tensors(path: Path, recipe: dict, names: set[str]) -> None:
+    """The tensor names an slmrec checkpoint must hold, from its config and recipe, built on
+    the meta device (no memory, no weights read); the same rule load_checkpoint applies."""
+    import torch
+
+    from runners.checkpoint import _rebuild_quant
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+        config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+            if recipe.get("conv1d_to_linear"):
+                conv1d_to_linear(model)
+            _rebuild_quant(model, recipe)
+    except Exception:  # noqa: BLE001  (cannot build it here: load_checkpoint says why)
+        return
+    dynamic = recipe.get("dynamic_int8") or {}
+    expected = {k for k in model.state_dict() if not any(k.startswith(n + ".") for n in dynamic)}
+    for n, e in dynamic.items():
+        expected |= {f"{n}.int8_weight", f"{n}.w_scale", f"{n}.w_zero_point"}
+        if e.get("bias"):
+            expected.add(f"{n}.bias")
+    aliases = recipe.get("aliases") or {}
+    present = set(names) | {a for a, k in aliases.items() if k in names}
+    _tensor_problem(path, sorted(expected - present), sorted(present - expected - set(aliases)))
 
 
 def conv1d_to_linear(model) -> list[str]:

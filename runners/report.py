@@ -248,12 +248,9 @@ def to_markdown(report: RunReport) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    from slmrec.safeio import write_text
+
+    write_text(path, text)
 
 
 def write_reports(report: RunReport, out_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:

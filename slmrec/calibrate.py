@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from slmrec.safeyaml import clip
 from slmrec.errors import SlmrecError
 
 LOG_METRICS = ("size_mb", "inference_memory_mb", "decode_ms_per_token", "prefill_ms",
@@ -156,29 +157,78 @@ class Calibration:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        return path
+        from slmrec.safeio import write_text
+
+        return write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
         path = Path(path)
         try:
+            if path.is_file() and path.stat().st_size > 16 * 2**20:
+                raise SlmrecError.one(str(path), "larger than 16 MB: not a calibration file")
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise SlmrecError.one(str(path), "calibration file does not exist") from None
         except (OSError, ValueError) as exc:
-            raise SlmrecError.one(str(path), f"not a calibration JSON file: {exc}") from None
+            raise SlmrecError.one(str(path), f"not a calibration JSON file: "
+                                  f"{str(exc).splitlines()[0][:120]}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT or \
                 not isinstance(data.get("fits"), dict):
             raise SlmrecError.one(str(path), f"expected a calibration JSON (format {FORMAT}) "
                                              "with a 'fits' mapping")
         fits = {}
         for metric, f in data["fits"].items():
-            try:
-                fits[metric] = MetricFit(**f)
-            except TypeError as exc:
-                raise SlmrecError.one(str(path), f"bad fit for '{metric}': {exc}", None,
-                                      f"fits.{metric}") from None
-        return cls(fits, int(data.get("rows_used", 0)))
+            fits[metric] = _fit_from_json(str(path), str(metric), f)
+        rows = data.get("rows_used", 0)
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise SlmrecError.one(str(path), f"must be a non-negative integer, got {clip(rows)}",
+                                  None, "rows_used")
+        return cls(fits, rows)
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+        and abs(v) < 1e12
+
+
+def _fit_from_json(file: str, metric: str, f: object) -> MetricFit:
+    """One fit of a calibration file, every field type- and range-checked (a string or a list
+    where a number belongs is one error line naming the field, never a crash later)."""
+    where = f"fits.{metric}"
+    if not isinstance(f, dict):
+        raise SlmrecError.one(file, f"expected a mapping, got {type(f).__name__}", None, where)
+    unknown_keys = sorted(set(f) - {"kind", "a", "b", "per_method", "resid", "n"})
+    if unknown_keys:
+        raise SlmrecError.one(file, f"unknown field {clip(unknown_keys[0])}; valid: kind, a, b, "
+                              "per_method, resid, n", None, where)
+    if f.get("kind") not in ("log", "linear"):
+        raise SlmrecError.one(file, f"must be 'log' or 'linear', got {clip(f.get('kind'))}", None,
+                              f"{where}.kind")
+    for k in ("a", "b"):
+        if not _finite(f.get(k)):
+            raise SlmrecError.one(file, f"must be a finite number, got {clip(f.get(k))}", None,
+                                  f"{where}.{k}")
+    resid = f.get("resid", 0.0)
+    if not _finite(resid) or resid < 0 or (f["kind"] == "log" and resid > 50):
+        raise SlmrecError.one(file, f"must be a finite number >= 0, got {clip(resid)}", None,
+                              f"{where}.resid")
+    n = f.get("n", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise SlmrecError.one(file, f"must be a non-negative integer, got {clip(n)}", None,
+                              f"{where}.n")
+    per = f.get("per_method", {})
+    if not isinstance(per, dict):
+        raise SlmrecError.one(file, f"must be a mapping of method to number, got "
+                              f"{type(per).__name__}", None, f"{where}.per_method")
+    for m, c in per.items():
+        if not _finite(c):
+            raise SlmrecError.one(file, f"must be a finite number, got {clip(c)}", None,
+                                  f"{where}.per_method.{m}")
+    if f["kind"] == "log" and (abs(f["a"]) > 50 or abs(f["b"]) > 50
+                               or any(abs(c) > 50 for c in per.values())):
+        raise SlmrecError.one(file, "a log fit's coefficients must lie within +-50 (larger ones "
+                              "overflow)", None, where)
+    return MetricFit(kind=f["kind"], a=float(f["a"]), b=float(f["b"]),
+                     per_method={str(k): float(v) for k, v in per.items()},
+                     resid=float(resid), n=n)

@@ -9,6 +9,9 @@ from typing import Iterable
 from pydantic import BaseModel
 
 
+MAX_MESSAGE = 600  # characters; rejected values are quoted to ~80 (slmrec.safeyaml.clip)
+
+
 @dataclass(frozen=True)
 class Problem:
     file: str
@@ -16,6 +19,13 @@ class Problem:
     record: str | None = None
     field: str | None = None
     line: int | None = None
+
+    def __post_init__(self) -> None:  # a message never dumps a huge rejected value
+        for name, limit in (("message", MAX_MESSAGE), ("file", 300), ("record", 200),
+                            ("field", 200)):
+            v = getattr(self, name)
+            if isinstance(v, str) and len(v) > limit:
+                object.__setattr__(self, name, v[: limit - 1] + "…")
 
     def __str__(self) -> str:
         where = self.file + (f":{self.line}" if self.line else "")

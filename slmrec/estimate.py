@@ -107,7 +107,7 @@ def match_evidence(evidence: list[Evidence], params: dict[str, Any]) -> Range | 
     'unpublished' when only unpublished notes exist, and 'uncovered' when evidence exists but
     none covers these values.
     """
-    numeric = [e for e in evidence if e.basis is not EvidenceBasis.unpublished]
+    numeric = [e for e in evidence if e.low is not None]  # unpublished, not-transferable: none
     if not numeric:
         return "unpublished" if evidence else None
     applying = [e for e in numeric if all(k in params and _same(params[k], v)
@@ -199,7 +199,7 @@ def param_grid(m: Method, limit: int = 64) -> list[dict[str, Any]]:
 
 
 def compile_option(m: Method, params: dict[str, Any]) -> Option:
-    tr = m.effects.transform
+    tr = m.effects.transform_for(params)
     t: dict[str, float] = {}
     for name in TRANSFORM_FIELDS:
         v = _resolve(getattr(tr, name), params)
@@ -224,15 +224,18 @@ def compile_option(m: Method, params: dict[str, Any]) -> Option:
     lossy = (int_quant or edits or tr.init_from_scratch
              or ("activation_bits" in t and t["activation_bits"] < 16)
              or ("kv_cache_bits" in t and t["kv_cache_bits"] < 16))
-    q = match_evidence(m.effects.quality, params)
+    # A figure against another baseline (full fine-tuning, LoRA, another system) is not a change of
+    # the step's input model; speed figures count only when they time decoding.
+    q = match_evidence([e for e in m.effects.quality if not e.baseline], params)
     if isinstance(q, Range):
         quality, status = q, "ok"
     elif lossy:
         quality, status = None, (q or "missing")
     else:
         quality, status = ZERO, "lossless"
-    rec = match_evidence(m.effects.recovery, params)
-    spd = match_evidence(m.effects.speedup, params)
+    rec = match_evidence([e for e in m.effects.recovery if not e.baseline], params)
+    spd = match_evidence([e for e in m.effects.speedup
+                          if e.scope in (None, "decode", "end-to-end")], params)
     c = m.cost
     cost = {
         "passes": c.passes,

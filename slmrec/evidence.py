@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -31,6 +32,8 @@ from typing import Any, Iterator, Mapping
 from slmrec.errors import SlmrecError
 
 DEFAULT_STORE = Path("~/.local/share/slmrec/runs.sqlite")
+HEARTBEAT_S = 30        # a running executor touches its row this often
+STALE_AFTER_S = 600     # a row silent this long (or whose process is gone) is stale
 PLAN_METHOD = "plan"  # `method` of plan-level (final model) measurement rows
 
 RUN_STATUSES = ("running", "completed", "failed", "interrupted")
@@ -80,6 +83,13 @@ _MIGRATIONS: list[str] = [
         ON measurements (run_id, IFNULL(step_index, -1), metric);
     CREATE INDEX measurements_metric ON measurements (metric, method);
     """,
+    # version 2: who runs a `running` row, so a dead run is noticed (see RunStore.stale)
+    """
+    ALTER TABLE runs ADD COLUMN pid INTEGER;
+    ALTER TABLE runs ADD COLUMN pid_start REAL;
+    ALTER TABLE runs ADD COLUMN host TEXT;
+    ALTER TABLE runs ADD COLUMN heartbeat TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -97,13 +107,60 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _me() -> tuple[int, float | None, str]:
+    """(pid, process start time, host) of this process."""
+    try:
+        import psutil
+
+        start = psutil.Process().create_time()
+    except Exception:  # noqa: BLE001  (psutil missing or /proc unreadable)
+        start = None
+    return os.getpid(), start, socket.gethostname()
+
+
+def process_alive(pid: int | None, start: float | None) -> bool:
+    """True when process `pid` exists here and (when known) started at `start` (not a reused
+    pid)."""
+    if not pid:
+        return False
+    try:
+        import psutil
+
+        proc = psutil.Process(int(pid))
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return start is None or abs(proc.create_time() - float(start)) < 1.0
+    except Exception:  # noqa: BLE001  (NoSuchProcess, AccessDenied: treat as gone/alive below)
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return start is None
+
+
+def _store_error(path: Path, exc: sqlite3.Error) -> SlmrecError:
+    """A sqlite3 error as one line: locked, damaged, or another failure, and what to do."""
+    text = (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)[:120]
+    if "locked" in text or "busy" in text:
+        msg = (f"the run store is locked by another process ({text}); retry when it is done, "
+               "or pass another --store")
+    elif "not a database" in text or "malformed" in text or "corrupt" in text:
+        msg = (f"not a usable run store ({text}); it is damaged: move it aside or pass another "
+               "--store path or set $SLMREC_STORE")
+    else:
+        msg = f"run store error ({text}); pass another --store path or set $SLMREC_STORE"
+    return SlmrecError.one(str(path), msg)
+
+
 def _num(v: Any) -> float | None:
     """A finite float, or None (NaN/inf are stored as NULL, never as garbage)."""
     if v is None or isinstance(v, bool):
         return None
     try:
         f = float(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return f if math.isfinite(f) else None
 
@@ -121,18 +178,23 @@ def _pred(p: Any) -> tuple[float | None, float | None, float | None]:
 class RunStore:
     """The SQLite run store at `path` (created, with parent folders, on first use)."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    def __init__(self, path: str | os.PathLike | None = None, *, timeout: float = 30.0):
         self.path = default_store_path(path)
+        self.timeout = timeout
         self._local = threading.local()  # one connection per thread, opened on first use
+        if self.path.exists() and not self.path.is_file():
+            raise SlmrecError.one(str(self.path), "is not a file; pass a file path as --store")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as db:
                 self._migrate(db)
-        except sqlite3.DatabaseError as exc:
-            raise SlmrecError.one(str(self.path), f"not a usable run store ({exc}); pass another "
-                                  "--store path or set $SLMREC_STORE") from None
+        except SlmrecError:
+            self.close()
+            raise
         except OSError as exc:
-            raise SlmrecError.one(str(self.path), f"cannot create the run store: {exc}") from None
+            self.close()
+            raise SlmrecError.one(str(self.path), "cannot create the run store: "
+                                  f"{exc.strerror or exc}") from None
 
     # ---- plumbing ------------------------------------------------------------------------------
 
@@ -142,15 +204,18 @@ class RunStore:
 
         WAL with synchronous=NORMAL: a commit survives a killed process (not a power cut)
         without an fsync per commit."""
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA foreign_keys = ON")
-            db.execute("PRAGMA synchronous = NORMAL")
-            self._local.db = db
-        with db:
-            yield db
+        try:
+            db = getattr(self._local, "db", None)
+            if db is None:
+                db = sqlite3.connect(self.path, timeout=self.timeout)
+                self._local.db = db
+                db.row_factory = sqlite3.Row
+                db.execute("PRAGMA foreign_keys = ON")
+                db.execute("PRAGMA synchronous = NORMAL")
+            with db:
+                yield db
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from None
 
     def __del__(self) -> None:
         try:
@@ -194,19 +259,63 @@ class RunStore:
                   kb_version: str | None = None, out_dir: str | os.PathLike | None = None,
                   name: str | None = None, seed: int | None = None) -> int:
         """Insert a run with status `running`; return its id."""
+        pid, start, host = _me()
         with self._connect() as db:
             cur = db.execute(
                 "INSERT INTO runs (created, name, plan_yaml, plan_hash, kb_version, base_model, "
-                "seed, status, out_dir) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                "seed, status, out_dir, pid, pid_start, host, heartbeat) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
                 (_now(), name, plan_yaml, plan_hash, kb_version, base_model, seed,
-                 None if out_dir is None else str(out_dir)))
+                 None if out_dir is None else str(out_dir), pid, start, host, _now()))
             return int(cur.lastrowid)
 
     def reopen_run(self, run_id: int) -> None:
-        """Mark a run `running` again (resume)."""
+        """Mark a run `running` again (resume), owned by this process."""
+        pid, start, host = _me()
         with self._connect() as db:
-            db.execute("UPDATE runs SET status = 'running', reason = NULL, finished = NULL "
-                       "WHERE id = ?", (run_id,))
+            db.execute("UPDATE runs SET status = 'running', reason = NULL, finished = NULL, "
+                       "pid = ?, pid_start = ?, host = ?, heartbeat = ? WHERE id = ?",
+                       (pid, start, host, _now(), run_id))
+
+    def heartbeat(self, run_id: int) -> None:
+        """The running executor is alive (see `stale`)."""
+        with self._connect() as db:
+            db.execute("UPDATE runs SET heartbeat = ? WHERE id = ? AND status = 'running'",
+                       (_now(), run_id))
+
+    @staticmethod
+    def stale(row: Mapping[str, Any], now: datetime | None = None) -> bool:
+        """A `running` row whose process is gone (same host) or silent for STALE_AFTER_S."""
+        if row.get("status") != "running":
+            return False
+        if row.get("host") == socket.gethostname() and row.get("pid"):
+            return not process_alive(row["pid"], row.get("pid_start"))
+        beat = row.get("heartbeat") or row.get("created")
+        try:
+            age = ((now or datetime.now(timezone.utc)) - datetime.fromisoformat(beat)).total_seconds()
+        except (TypeError, ValueError):
+            return True
+        return age > STALE_AFTER_S
+
+    def reap_stale(self) -> list[int]:
+        """Mark every stale `running` row `interrupted` (the process died without recording its
+        end: killed, out of memory, power cut); return their ids. `--resume` continues them."""
+        with self._connect() as db:  # read first: a locked store is only read
+            rows = [dict(r) for r in db.execute(
+                "SELECT id, status, pid, pid_start, host, heartbeat, created FROM runs "
+                "WHERE status = 'running'")]
+        ids = [r["id"] for r in rows if self.stale(r)]
+        if not ids:
+            return []
+        with self._connect() as db:
+            for r in rows:
+                if r["id"] in ids:
+                    db.execute("UPDATE runs SET status = 'interrupted', finished = ?, reason = ? "
+                               "WHERE id = ? AND status = 'running'",
+                               (_now(), f"the process (pid {r['pid'] or '?'}) ended without "
+                                "recording its end (killed or crashed); continue it with "
+                                "--resume", r["id"]))
+        return ids
 
     def record_step(self, run_id: int, step_index: int | None, method: str, *,
                     metrics: Mapping[str, Any] | None = None,
@@ -256,7 +365,8 @@ class RunStore:
     def runs(self, status: str | None = None) -> list[dict]:
         """Every run, newest first, without the plan YAML (see `run`)."""
         sql = ("SELECT r.id, r.created, r.finished, r.name, r.plan_hash, r.kb_version, "
-               "r.base_model, r.seed, r.status, r.reason, r.out_dir, "
+               "r.base_model, r.seed, r.status, r.reason, r.out_dir, r.pid, r.pid_start, "
+               "r.host, r.heartbeat, "
                "(SELECT COUNT(*) FROM steps s WHERE s.run_id = r.id AND s.status = 'completed') "
                "AS steps_completed FROM runs r")
         args: tuple = ()
@@ -264,7 +374,10 @@ class RunStore:
             sql += " WHERE r.status = ?"
             args = (status,)
         with self._connect() as db:
-            return [dict(r) for r in db.execute(sql + " ORDER BY r.id DESC", args)]
+            rows = [dict(r) for r in db.execute(sql + " ORDER BY r.id DESC", args)]
+        for r in rows:
+            r["stale"] = self.stale(r)
+        return rows
 
     def run(self, run_id: int | str) -> dict:
         """One run with its plan YAML, steps and measurements; SlmrecError if unknown."""
@@ -280,10 +393,11 @@ class RunStore:
                 known = ", ".join(map(str, ids)) or "none yet"
                 raise SlmrecError.one(str(self.path), f"no run with id {rid}; recent ids: {known}")
             out = dict(row)
+            out["stale"] = self.stale(out)
             out["steps"] = []
             for s in db.execute("SELECT * FROM steps WHERE run_id = ? ORDER BY step_index", (rid,)):
                 d = dict(s)
-                d["params"] = json.loads(d["params"] or "{}")
+                d["params"] = _json(d["params"])
                 out["steps"].append(d)
         out["measurements"] = self.measurements(run_id=rid)
         return out
@@ -307,5 +421,14 @@ class RunStore:
         with self._connect() as db:
             rows = [dict(r) for r in db.execute(sql, args)]
         for r in rows:
-            r["context"] = json.loads(r["context"] or "{}")
+            r["context"] = _json(r["context"])
         return rows
+
+
+def _json(text: str | None) -> dict:
+    """A stored JSON column; a damaged one reads as empty rather than ending the reader."""
+    try:
+        v = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return v if isinstance(v, dict) else {}

@@ -164,39 +164,39 @@ class LifecycleGraph:
     def _precedes(self) -> nx.DiGraph:
         return self._edges(["precedes"])
 
+    def _rules(self):
+        from slmrec.recommend.rules import rules_for  # noqa: PLC0415 (graph is imported first)
+
+        return rules_for(self.kb)
+
     def must_follow(self, method: str) -> list[str]:
-        """Methods declared (directly or transitively) to come after `method`."""
-        dag = self._precedes()
-        return sorted(nx.descendants(dag, method)) if method in dag else []
+        """Methods declared (directly, transitively or through their stage) to come after
+        `method`: the recommender's rule checker."""
+        if method not in self.kb.methods:
+            return []
+        return sorted(self._rules().after(method))
 
     def must_precede(self, method: str) -> list[str]:
-        """Methods declared (directly or transitively) to come before `method`."""
-        dag = self._precedes()
-        return sorted(nx.ancestors(dag, method)) if method in dag else []
+        """Methods declared (directly, transitively or through their stage) to come before it."""
+        if method not in self.kb.methods:
+            return []
+        return self._rules().before(method)
 
     def may_follow(self, method: str) -> list[str]:
-        """Plannable methods that can come after `method` in one chain: not declared to come
-        before it, not in conflict with it, and not in an earlier main stage."""
+        """Plannable methods that may come after `method` in one chain, by the same rule checker
+        the recommender and plan validation use (order with its recovery/co-adaptation
+        exceptions, conflicts, one method per slot)."""
         self._node(method, "method")
-        stage_rank = {c: i for i, c in enumerate(self.stage_order())}
-        mine = stage_rank.get(self.kb.methods[method].component)
-        before = set(self.must_precede(method))
-        clash = {link.dst for link in self.links(method, ["conflicts"])}
-        out = []
-        for other in self.kb.methods.values():
-            if other.id == method or other.id in before or other.id in clash or not other.plannable:
-                continue
-            rank = stage_rank.get(other.component)
-            if mine is not None and rank is not None and rank < mine:
-                continue
-            out.append(other.id)
-        return sorted(out)
+        rules = self._rules()
+        return sorted(o.id for o in self.kb.methods.values()
+                      if o.id != method and o.plannable and rules.may_follow(method, o.id))
 
     def may_precede(self, method: str) -> list[str]:
-        """Plannable methods that can come before `method` (the mirror of may_follow)."""
+        """Plannable methods that may come before `method` (the mirror of may_follow)."""
         self._node(method, "method")
-        return sorted(o for o in self.kb.methods
-                      if o != method and self.kb.methods[o].plannable and method in self.may_follow(o))
+        rules = self._rules()
+        return sorted(o.id for o in self.kb.methods.values()
+                      if o.id != method and o.plannable and rules.may_follow(o.id, method))
 
     def recovered_by(self, method: str) -> list[Link]:
         """What heals the quality `method` loses: relations `X recovers method` (or its
@@ -275,21 +275,24 @@ def export_graph(g: nx.MultiDiGraph, fmt: str, path: Path | str) -> Path:
     if fmt not in EXPORT_FORMATS:
         raise SlmrecError.one("--format", unknown("format", fmt, EXPORT_FORMATS)
                               + f"; valid: {', '.join(EXPORT_FORMATS)}")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "graphml":
-        flat = nx.MultiDiGraph()
-        flat.graph.update({k: _scalar(v) for k, v in g.graph.items()})
-        flat.add_nodes_from((n, {k: _scalar(v) for k, v in d.items()}) for n, d in g.nodes(data=True))
-        flat.add_edges_from((u, v, {k: _scalar(x) for k, x in d.items()}) for u, v, d in g.edges(data=True))
-        nx.write_graphml(flat, tmp)
-    elif fmt == "json":
-        tmp.write_text(json.dumps(nx.node_link_data(g, edges="links"), indent=1, default=str),
-                       encoding="utf-8")
-    else:
-        tmp.write_text(to_dot(g), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from slmrec.safeio import write_with  # noqa: PLC0415
+
+    def produce(tmp: Path) -> None:
+        if fmt == "graphml":
+            flat = nx.MultiDiGraph()
+            flat.graph.update({k: _scalar(v) for k, v in g.graph.items()})
+            flat.add_nodes_from((n, {k: _scalar(v) for k, v in d.items()})
+                                for n, d in g.nodes(data=True))
+            flat.add_edges_from((u, v, {k: _scalar(x) for k, x in d.items()})
+                                for u, v, d in g.edges(data=True))
+            nx.write_graphml(flat, tmp)
+        elif fmt == "json":
+            tmp.write_text(json.dumps(nx.node_link_data(g, edges="links"), indent=1, default=str),
+                           encoding="utf-8")
+        else:
+            tmp.write_text(to_dot(g), encoding="utf-8")
+
+    return write_with(path, produce)
 
 
 _DOT_SHAPES = {"component": "box", "pathway": "box", "method": "ellipse", "source": "note",

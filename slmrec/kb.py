@@ -15,12 +15,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, get_args
 
 import networkx as nx
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from slmrec import safeyaml
 from slmrec.errors import Problem, SlmrecError, unknown
 from slmrec.schema import (
     SECTIONS,
@@ -39,7 +40,6 @@ from slmrec.schema import (
 )
 
 SHIPPED_KB = Path(__file__).resolve().parent.parent / "kb"
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -148,23 +148,21 @@ def read_yaml(path: Path) -> tuple[object, dict[tuple, int], list[Problem]]:
     """Parse a YAML file safely; return (data, line of each top-level list item, problems)."""
     shown = _display(path)
     try:
+        if not path.is_file():
+            return None, {}, [Problem(shown, "not a regular file")]
+        if path.stat().st_size > safeyaml.MAX_BYTES:
+            return None, {}, [Problem(shown, f"file is larger than {safeyaml.MAX_BYTES // 2**20} "
+                                             "MB; refusing to parse it")]
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, {}, [Problem(shown, f"cannot read file: {exc}")]
     if not text.strip():
         return None, {}, [Problem(shown, "file is empty; expected a mapping of sections "
                                          f"({', '.join(SECTIONS)})")]
-    loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        msg = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return None, {}, [Problem(shown, f"invalid YAML: {msg}", line=line)]
-    finally:
-        loader.dispose()
+        data, node = safeyaml.load(text)
+    except safeyaml.YamlProblem as exc:
+        return None, {}, [Problem(shown, exc.message, line=exc.line)]
     lines: dict[tuple, int] = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -194,6 +192,28 @@ def _record_label(section: str, item: object) -> str:
         if "id" in item:
             return f"{noun} '{item['id']}'"
     return noun
+
+
+def _model_at(cls: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The record class a validation error location points into (for did-you-mean lists)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fld = cls.model_fields.get(str(part)) or next(
+            (f for f in cls.model_fields.values() if f.alias == part), None)
+        if fld is None:
+            return cls
+        todo, found = [fld.annotation], None
+        while todo and found is None:
+            t = todo.pop()
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                found = t
+            else:
+                todo += list(get_args(t))
+        if found is None:
+            return cls
+        cls = found
+    return cls
 
 
 def _parse_records(path: Path) -> tuple[list[tuple[str, Record, int | None]], list[Problem]]:
@@ -228,7 +248,8 @@ def _parse_records(path: Path) -> tuple[list[tuple[str, Record, int | None]], li
                 for err in exc.errors():
                     msg = err["msg"]
                     if err["type"] == "extra_forbidden":
-                        valid = [f.alias or n for n, f in cls.model_fields.items()]
+                        owner = _model_at(cls, err["loc"][:-1])
+                        valid = [f.alias or n for n, f in owner.model_fields.items()]
                         msg = unknown("field", str(err["loc"][-1]), valid)
                     elif err["type"] == "missing":
                         msg = "required field is missing"
@@ -333,6 +354,19 @@ def check_references(kb: KB) -> list[Problem]:
                 for k in ev.when:
                     if k not in m.params:
                         ref(m.id, label, f"effects.{kind}[{i}].when", k, m.params, "parameter")
+        for j, case in enumerate(m.effects.transform_cases):
+            fld = f"effects.transform_cases[{j}]"
+            for k, v in case.when.items():
+                spec = m.params.get(k)
+                if spec is None:
+                    ref(m.id, label, f"{fld}.when", k, m.params, "parameter")
+                elif spec.check(v):
+                    o = kb.origin.get(m.id)
+                    problems.append(Problem(o.file if o else "<kb>", f"{k}={v!r}: {spec.check(v)}",
+                                            label, f"{fld}.when.{k}", o.line if o else None))
+            for name, v in case:
+                if isinstance(v, str) and v.startswith("$") and v[1:] not in m.params:
+                    ref(m.id, label, f"{fld}.{name}", v[1:], m.params, "parameter")
         for part, obj in (("effects.transform", m.effects.transform), ("cost", m.cost)):
             for fld, v in obj:
                 if isinstance(v, str) and v.startswith("$") and v[1:] not in m.params:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from slmrec.errors import Problem, SlmrecError, did_you_mean, fields_at, unknown
 from slmrec.kb import KB, read_yaml
-from slmrec.schema import RelationKind
+from slmrec.schema import MAX_PLAN_STEPS, nonfinite_paths
 
 PLAN_FORMAT = 1
 
@@ -68,27 +68,75 @@ class Plan(_Rec):
     rejected: list[Rejection] = Field(default_factory=list)
     counterfactuals: list[Counterfactual] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    goals: dict[str, str] = Field(default_factory=dict, description="goal id -> the step that "
+                                  "serves it, or why it is not covered")
     kb_version: str | None = None
     score: float | None = Field(default=None, description="recommender score (lower is better)")
     feasible: bool = Field(default=True, description="meets every constraint of its scenario")
     violations: list[str] = Field(default_factory=list, description="constraints it breaks")
 
-    def to_yaml(self) -> str:
-        data = self.model_dump(mode="json", exclude_defaults=False)
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    def to_yaml(self, full: bool = True) -> str:
+        if full:
+            data = self.model_dump(mode="json", exclude_defaults=False)
+            return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+        # leaf mappings (a prediction, a parameter set) on one line each; prose stays a block
+        return yaml.dump(self.brief(), Dumper=_BriefDumper, sort_keys=False, allow_unicode=True,
+                         width=100)
 
-    def save(self, path: Path | str) -> Path:
-        """Write atomically: a half-written plan never replaces a good one."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_yaml(), encoding="utf-8")
-        tmp.replace(path)
-        return path
+    def brief(self) -> dict:
+        """What a reader (and `slmrec run`/`predict`) needs: the scenario, the steps with their
+        why and headline predictions, the goals; no per-metric source lists, no why-not table."""
+        keep = ("size_mb", "inference_memory_mb", "decode_ms_per_token", "quality_loss_pct",
+                "task_gain_pct", "step_peak_memory_mb", "step_hours")
+
+        def preds(p: dict) -> dict:
+            return {k: {x: v for x, v in p[k].model_dump(mode="json").items()
+                        if x in ("value", "low", "high", "unit") and v is not None}
+                    for k in keep if k in p}
+
+        out = self.model_dump(mode="json", exclude_defaults=True,
+                              exclude={"rejected", "steps", "predicted", "counterfactuals"})
+        out["steps"] = [{"method": s.method, **({"params": s.params} if s.params else {}),
+                         **({"why": s.why} if s.why else {}), "predicted": preds(s.predicted)}
+                        for s in self.steps]
+        out["predicted"] = preds(self.predicted)
+        out["format"] = self.format
+        return out
+
+    def save(self, path: Path | str, full: bool = False) -> Path:
+        """Write atomically: a half-written plan never replaces a good one. By default the
+        brief form (`brief`); `full=True` keeps every source list and the why-not table."""
+        from slmrec.safeio import write_text  # noqa: PLC0415
+
+        return write_text(path, self.to_yaml(full))
+
+
+class _BriefDumper(yaml.SafeDumper):
+    """Flow style for mappings and lists of short scalars, block style for the rest."""
+
+
+def _short(v: object) -> bool:
+    return not isinstance(v, (dict, list)) and len(str(v)) <= 40
+
+
+def _repr_dict(d: yaml.SafeDumper, data: dict):
+    flow = all(_short(v) for v in data.values()) and len(str(data)) <= 90
+    return d.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=flow)
+
+
+def _repr_list(d: yaml.SafeDumper, data: list):
+    return d.represent_sequence("tag:yaml.org,2002:seq", data,
+                                flow_style=all(_short(v) for v in data))
+
+
+_BriefDumper.add_representer(dict, _repr_dict)
+_BriefDumper.add_representer(list, _repr_list)
 
 
 def parse_plan(data: object, file: str = "<plan>") -> Plan:
     if not isinstance(data, dict):
         raise SlmrecError.one(file, f"a plan must be a mapping, got {type(data).__name__}")
+    check_plan_data(data, file)
     try:
         return Plan.model_validate(data)
     except ValidationError as exc:
@@ -102,6 +150,26 @@ def parse_plan(data: object, file: str = "<plan>") -> Plan:
                 msg = "required field is missing"
             problems.append(Problem(file, msg, "plan", loc))
         raise SlmrecError(problems) from None
+
+
+def check_plan_data(data: dict, file: str) -> None:
+    """Before the plan model: its format version, its length, and no NaN or infinite number
+    anywhere in it (a NaN passes every `>` limit)."""
+    from slmrec.safeyaml import clip  # noqa: PLC0415
+
+    fmt = data.get("format", PLAN_FORMAT)
+    if isinstance(fmt, bool) or fmt != PLAN_FORMAT:
+        raise SlmrecError.one(file, f"plan format {clip(fmt)} is not one this slmrec reads "
+                              f"(format {PLAN_FORMAT}); make the plan again with `slmrec "
+                              "recommend`", "plan", "format")
+    steps = data.get("steps")
+    if isinstance(steps, list) and len(steps) > MAX_PLAN_STEPS:
+        raise SlmrecError.one(file, f"{len(steps)} steps; a plan holds at most {MAX_PLAN_STEPS}",
+                              "plan", "steps")
+    bad = nonfinite_paths(data)
+    if bad:
+        raise SlmrecError([Problem(file, "must be a finite number (NaN and infinity are not)",
+                                   "plan", where) for where in bad])
 
 
 def load_plan(path: Path | str, kb: KB | None = None) -> Plan:
@@ -135,7 +203,6 @@ def validate_plan(plan: Plan, kb: KB, file: str = "<plan>") -> list[Problem]:
             plan.hardware == "custom" and isinstance((plan.scenario or {}).get("hardware"), dict)):
         problems.append(Problem(file, unknown("hardware profile", plan.hardware, kb.hardware),
                                 "plan", "hardware"))
-    known = [s.method for s in steps if s.method in kb.methods]
     for i, step in enumerate(steps):
         label, where = f"step {i + 1} ({step.method})", f"steps[{i}]"
         m = kb.methods.get(step.method)
@@ -156,14 +223,9 @@ def validate_plan(plan: Plan, kb: KB, file: str = "<plan>") -> list[Problem]:
                 continue
             why = spec.check(value)
             if why:
-                problems.append(Problem(file, f"bad value {value!r}: {why}", label,
+                problems.append(Problem(file, f"bad value {_clip(value)}: {why}", label,
                                         f"{where}.params.{name}"))
     problems += _order_problems(plan, kb, file)
-    for i, step in enumerate(steps):
-        for req in kb.relation_index[RelationKind.requires.value].get(step.method, ()):
-            if not _satisfied(req, known, kb):
-                problems.append(Problem(file, f"requires '{req}' in the plan, which is missing",
-                                        f"step {i + 1} ({step.method})", f"steps[{i}].method"))
     problems += _quantized_then_structural(plan, kb, file)
     problems += _requirement_problems(plan, kb, file)
     return problems
@@ -180,6 +242,9 @@ def _step_option(step: Step, kb: KB):
 
 def _quantized_then_structural(plan: Plan, kb: KB, file: str) -> list[Problem]:
     """Integer-quantized weights are packed: a later step may not prune them or train them all."""
+    from slmrec.recommend.rules import rules_for  # noqa: PLC0415 (the recommender imports plan)
+
+    rules = rules_for(kb)
     problems = []
     quantized_by = None
     for i, step in enumerate(plan.steps):
@@ -189,7 +254,8 @@ def _quantized_then_structural(plan: Plan, kb: KB, file: str) -> list[Problem]:
             o = _step_option(step, kb)
         except Exception:  # a bad parameter is reported elsewhere
             continue
-        if quantized_by and (o.edits_structure or o.trains_all) and not o.int_quant:
+        if quantized_by and (o.edits_structure or o.trains_all) and not o.int_quant \
+                and quantized_by not in rules.exempt(step.method):
             what = "edits the structure of" if o.edits_structure else "trains every weight of"
             problems.append(Problem(file, f"{what} a model whose weights '{quantized_by}' already "
                                           "quantized to integers; put it before the quantization",
@@ -244,6 +310,12 @@ def _requirement_problems(plan: Plan, kb: KB, file: str) -> list[Problem]:
     return problems
 
 
+def _clip(value: object) -> str:
+    from slmrec.safeyaml import clip  # noqa: PLC0415
+
+    return clip(value)
+
+
 def _is_bundled(name: str) -> bool:
     try:
         from runners.models import BUNDLED_MODELS
@@ -252,24 +324,11 @@ def _is_bundled(name: str) -> bool:
     return name in BUNDLED_MODELS
 
 
-def _satisfied(req: str, chain: list[str], kb: KB) -> bool:
-    if req in kb.components:
-        return any(kb.methods[m].component == req for m in chain)
-    return req in chain
-
-
 def _order_problems(plan: Plan, kb: KB, file: str) -> list[Problem]:
-    problems = []
-    precedes = kb.relation_index[RelationKind.precedes.value]
-    conflicts = kb.relation_index[RelationKind.conflicts.value]
+    """Order, conflicts, requirements and slots: the recommender's own rule checker."""
+    from slmrec.recommend.rules import rules_for  # noqa: PLC0415 (the recommender imports plan)
+
     ids = [s.method for s in plan.steps]
-    for i, a in enumerate(ids):
-        for j in range(i + 1, len(ids)):
-            b = ids[j]
-            if a in precedes.get(b, ()):
-                problems.append(Problem(file, f"'{b}' must come before '{a}' (declared order)",
-                                        f"step {j + 1} ({b})", f"steps[{j}]"))
-            if b in conflicts.get(a, ()):
-                problems.append(Problem(file, f"'{a}' and '{b}' conflict and cannot share a plan",
-                                        f"step {j + 1} ({b})", f"steps[{j}]"))
-    return problems
+    return [Problem(file, v.text, f"step {v.at + 1} ({ids[v.at]})",
+                    f"steps[{v.at}]" + (".method" if v.kind == "requires" else ""))
+            for v in rules_for(kb).check(ids)]

@@ -22,6 +22,7 @@ from slmrec.errors import Problem, SlmrecError, did_you_mean, fields_at, unknown
 from slmrec.estimate import TOKENS_PER_UNIT, Arch
 from slmrec.kb import KB, SHIPPED_KB, read_yaml
 from slmrec.schema import ComputeScale, DataTier, Hardware, Precision, TeacherAccess
+from slmrec.schema import BandwidthGBs, MemoryGB, Tflops, Tokens
 
 # ---- data-tier vocabulary (the only place these semantics live) -----------------------------
 # The unit of each amount a scenario gives, and a default amount when only the tier is named.
@@ -46,7 +47,7 @@ CHOOSE = "choose"
 
 
 class _Rec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CustomHardware(_Rec):
@@ -54,9 +55,9 @@ class CustomHardware(_Rec):
 
     name: str = "custom hardware"
     kind: Literal["cpu", "gpu", "soc", "npu"] = "cpu"
-    memory_gb: float = Field(gt=0)
-    memory_bandwidth_gbs: float = Field(gt=0)
-    peak_tflops: dict[Precision, float] = Field(min_length=1)
+    memory_gb: MemoryGB
+    memory_bandwidth_gbs: BandwidthGBs
+    peak_tflops: dict[Precision, Tflops] = Field(min_length=1)
     precisions: list[Precision] = Field(min_length=1)
     capabilities: list[str] = Field(default_factory=list)
 
@@ -68,9 +69,9 @@ class CustomHardware(_Rec):
 
 
 class Workload(_Rec):
-    context: int = Field(default=2048, gt=0, description="tokens held in the KV cache")
-    prompt_tokens: int = Field(default=512, gt=0, description="tokens in one prefill")
-    batch: int = Field(default=1, gt=0, description="sequences decoded together")
+    context: Tokens = Field(default=2048, description="tokens held in the KV cache")
+    prompt_tokens: Tokens = Field(default=512, description="tokens in one prefill")
+    batch: int = Field(default=1, gt=0, le=1_000_000, description="sequences decoded together")
 
 
 class Budgets(_Rec):
@@ -129,7 +130,8 @@ class Preferences(_Rec):
                                                      "the target and only a local teacher may see it")
     include: list[str] = Field(default_factory=list, description="methods the plan must contain")
     exclude: list[str] = Field(default_factory=list, description="methods the plan must not use")
-    max_steps: int = Field(default=5, ge=1, le=12)
+    max_steps: int = Field(default=5, ge=1, le=12, description="steps the search may choose to "
+                           "fit the target; the stages the goals call for come on top")
     runnable: bool = Field(default=False, description="plan only methods this installation can "
                                                       "execute (a registered runner)")
     conservative: bool = Field(default=False, description="check tolerance against the high "
@@ -152,6 +154,10 @@ class Scenario(_Rec):
     teacher: Teacher = Field(default_factory=Teacher)
     compute: Compute = Field(default_factory=Compute)
     preferences: Preferences = Field(default_factory=Preferences)
+    goals: list[str] = Field(default_factory=list, description="goals the lifecycle must reach "
+                             "besides those the scenario implies (ids in kb/goals.yaml)")
+    update_every_days: float | None = Field(default=None, gt=0, description="how often the "
+                                            "model must be refreshed (implies keep-current)")
 
     @field_validator("data", mode="before")
     @classmethod
@@ -371,6 +377,11 @@ def check_scenario(raw: dict, kb: KB, file: str, label: str = "scenario") -> lis
             if isinstance(m, str) and m not in kb.methods:
                 problems.append(Problem(file, unknown("method", m, kb.methods), label,
                                         f"preferences.{fld}[{i}]"))
+    goals = raw.get("goals")
+    for i, g in enumerate(goals if isinstance(goals, list) else []):
+        if isinstance(g, str) and kb.goals and g not in kb.goals:
+            problems.append(Problem(file, unknown("goal", g, kb.goals)
+                                    + f"; valid: {', '.join(kb.goals)}", label, f"goals[{i}]"))
     both = {m for m in (prefs.get("include") or []) if isinstance(m, str)} & \
         {m for m in (prefs.get("exclude") or []) if isinstance(m, str)}
     for m in sorted(both):

@@ -11,7 +11,44 @@ import re
 from enum import Enum
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import math
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# ---- numbers: finite and physically bounded (a NaN compares false with every limit, an inf or
+# a zero rate divides into nonsense, so both are refused where a record is read) ----------------
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFinite = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Bits = Annotated[float, Field(ge=1, le=64, allow_inf_nan=False)]
+# Hardware: from a microcontroller to a large cluster node, with room to spare.
+MemoryGB = Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False,
+                                  description="GB, 0 < x <= 1e6")]
+BandwidthGBs = Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False,
+                                      description="GB/s, 0 < x <= 1e6")]
+Tflops = Annotated[float, Field(gt=0, le=1e7, allow_inf_nan=False,
+                                description="TFLOPS (TOPS), 0 < x <= 1e7")]
+Tokens = Annotated[int, Field(gt=0, le=100_000_000, description="tokens, 1..1e8")]
+Count = Annotated[float, Field(ge=0, le=1e15, allow_inf_nan=False)]
+MAX_PLAN_STEPS = 64  # longer plans are refused before any check that grows with their length
+
+
+def nonfinite_paths(data: object, path: str = "", limit: int = 10) -> list[str]:
+    """Dotted paths of NaN/inf floats inside plain data (dicts, lists), at most `limit`."""
+    out: list[str] = []
+    stack = [(path, data)]
+    while stack and len(out) < limit:
+        where, v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            out.append(where or "<value>")
+        elif isinstance(v, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), x) for k, x in reversed(v.items()))
+        elif isinstance(v, list):
+            stack.extend((f"{where}[{i}]", x) for i, x in reversed(list(enumerate(v))))
+    return out
+
 
 ID_PATTERN = r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$"
 _ID_RE = re.compile(ID_PATTERN)
@@ -19,11 +56,32 @@ _ID_RE = re.compile(ID_PATTERN)
 Id = Annotated[str, Field(pattern=ID_PATTERN, description="lower-case kebab-case id")]
 # A number, or "$name": a reference to the step parameter `name` resolved when a plan is built.
 ParamRef = Annotated[str, Field(pattern=r"^\$[a-z_][a-z0-9_]*$")]
-Value = Union[float, ParamRef]
+
+
+def _ranged_value(lo: float, hi: float, lo_open: bool = False):
+    """A number within [lo, hi] (or (lo, hi]) or a "$param" reference, as one type so that a bad
+    number is one problem, not one per union member."""
+    def check(v):
+        if isinstance(v, str):
+            return v
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        if (v <= lo if lo_open else v < lo) or v > hi:
+            raise ValueError(f"must be {'>' if lo_open else '>='} {lo:g} and <= {hi:g}, got {v:g}")
+        return v
+    return Annotated[Union[Annotated[float, Field(allow_inf_nan=True)], ParamRef],
+                     AfterValidator(check)]
+
+
+Value = _ranged_value(-math.inf, math.inf)
+BitsValue = _ranged_value(1, 64)
+FractionValue = _ranged_value(0, 1)
+PositiveValue = _ranged_value(0, 1e15, lo_open=True)
+NonNegativeValue = _ranged_value(0, 1e18)
 
 
 class Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class ComponentClass(str, Enum):
@@ -206,6 +264,10 @@ class ParamSpec(Record):
             return f"expected {self.type}, got a boolean"
         if not isinstance(value, py):
             return f"expected {self.type}, got {type(value).__name__}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**62:
+            return "is out of range"
         if self.choices is not None and value not in self.choices:
             return f"must be one of {self.choices}"
         if self.min is not None and value < self.min:  # type: ignore[operator]
@@ -253,8 +315,9 @@ class Evidence(Record):
         default_factory=dict, description="step parameters this figure applies to"
     )
     baseline: str | None = Field(
-        default=None, description="what the figure is relative to, e.g. 'fp16 base model', "
-                                  "'full fine-tuning'")
+        default=None, description="what the figure is relative to when that is not the step's "
+                                  "input model, e.g. 'full fine-tuning', 'LoRA at the same rank'; "
+                                  "the estimator reads only input-relative quality and recovery")
     model_params: float | None = Field(
         default=None, gt=0, description="parameters of the model the figure was measured on")
     scope: Literal["decode", "prefill", "throughput", "ttft", "training", "end-to-end"] | None = \
@@ -282,53 +345,68 @@ class Evidence(Record):
 class Transform(Record):
     """What a step does to the model, declaratively. Values may reference step params ($name)."""
 
-    weight_bits: Value | None = None
-    group_size: Value | None = Field(default=None, description="weights per quantization group")
-    group_overhead_bits: float = Field(default=32.0, description="scale+zero bits per group")
-    embedding_bits: Value | None = Field(
+    weight_bits: BitsValue | None = None
+    group_size: PositiveValue | None = Field(default=None, description="weights per quantization group")
+    group_overhead_bits: NonNegativeFinite = Field(default=32.0, le=256,
+                                                   description="scale+zero bits per group")
+    embedding_bits: BitsValue | None = Field(
         default=None, description="bits of the embedding table (and a head tied to it) after an "
                                   "integer format; absent: the table keeps its precision")
-    activation_bits: Value | None = None
-    kv_cache_bits: Value | None = None
-    sparsity: Value | None = Field(default=None, description="fraction of weights zeroed")
+    activation_bits: BitsValue | None = None
+    kv_cache_bits: BitsValue | None = None
+    sparsity: FractionValue | None = Field(default=None, description="fraction of weights zeroed")
     sparsity_structure: Literal["unstructured", "semi-structured", "structured"] | None = None
-    params_fraction_removed: Value | None = Field(
+    params_fraction_removed: FractionValue | None = Field(
         default=None, description="fraction of non-embedding parameters physically removed"
     )
-    mlp_fraction_removed: Value | None = Field(
+    mlp_fraction_removed: FractionValue | None = Field(
         default=None, description="fraction of MLP intermediate channels physically removed"
     )
-    layers_fraction_removed: Value | None = None
-    heads_fraction_removed: Value | None = None
-    kv_heads: Value | None = None
-    vocab_size: Value | None = None
-    rank_fraction: Value | None = Field(default=None, description="low-rank: kept rank share")
-    adds_params_fraction: Value | None = Field(
+    layers_fraction_removed: FractionValue | None = None
+    heads_fraction_removed: FractionValue | None = None
+    kv_heads: PositiveValue | None = None
+    vocab_size: PositiveValue | None = None
+    rank_fraction: FractionValue | None = Field(default=None, description="low-rank: kept rank share")
+    adds_params_fraction: NonNegativeValue | None = Field(
         default=None, description="extra parameters at inference (unmerged adapters, drafts)"
     )
     init_from_scratch: bool = False
     note: str | None = None
 
 
+class TransformCase(Transform):
+    """A transform that holds only for some parameter values (LoRA adds parameters only unmerged).
+
+    Its fields override the method's base transform when every `when` entry equals the step's
+    parameter value; the first matching case wins.
+    """
+
+    when: dict[str, float | int | str | bool] = Field(
+        min_length=1, description="step parameters (name: value) under which this case holds")
+
+
 class StepCost(Record):
     """How the step itself consumes memory and compute (the estimator reads this)."""
 
     passes: Literal["none", "forward", "train"] = "none"
-    tokens: Value | None = Field(default=None, description="tokens processed by the step")
+    tokens: NonNegativeValue | None = Field(default=None, description="tokens processed by the step")
     optimizer: Literal["none", "full", "adapter"] = "none"
-    trainable_fraction: Value | None = None
+    trainable_fraction: FractionValue | None = None
     teacher_resident: bool = False
     resident_frozen_models: int = Field(
         default=0, ge=0, description="frozen copies held besides the trained model (a DPO "
                                      "reference, an RLHF reward and critic)")
     hessian: bool = Field(default=False, description="per-layer hidden x hidden fp32 Hessian")
-    weight_bits_during: Value | None = Field(
+    weight_bits_during: BitsValue | None = Field(
         default=None, description="bits the frozen base is held at while the step runs"
     )
 
 
 class Effects(Record):
     transform: Transform = Field(default_factory=Transform)
+    transform_cases: list[TransformCase] = Field(
+        default_factory=list, description="transforms that hold only for some parameter values; "
+                                          "they override `transform` field by field")
     quality: list[Evidence] = Field(
         default_factory=list, description="relative quality loss in % (negative: a gain)"
     )
@@ -342,6 +420,16 @@ class Effects(Record):
         default_factory=list, description="relative improvement in % on the scenario's task "
                                           "objective (kept apart from general-text quality)"
     )
+
+    def transform_for(self, params: dict[str, object]) -> Transform:
+        """The base transform with the first case whose `when` matches `params` applied."""
+        for case in self.transform_cases:
+            if all(k in params and params[k] == v
+                   and isinstance(params[k], bool) == isinstance(v, bool)
+                   for k, v in case.when.items()):
+                override = case.model_dump(exclude={"when"}, exclude_unset=True)
+                return self.transform.model_copy(update=override)
+        return self.transform
 
 
 class Method(Record):
@@ -406,17 +494,17 @@ class Hardware(Record):
     id: Id
     name: str
     kind: Literal["cpu", "gpu", "soc", "npu"]
-    memory_gb: float = Field(gt=0, description="memory the model can use")
-    memory_bandwidth_gbs: float = Field(gt=0)
-    peak_tflops: dict[Precision, float] = Field(
+    memory_gb: MemoryGB = Field(description="memory the model can use")
+    memory_bandwidth_gbs: BandwidthGBs
+    peak_tflops: dict[Precision, Tflops] = Field(
         min_length=1, description="dense peak per precision (TOPS for integer types)"
     )
     precisions: list[Precision] = Field(
         min_length=1, description="precisions with native compute kernels (speed credit)"
     )
     capabilities: list[Id] = Field(default_factory=list)
-    cores: int | None = None
-    tdp_w: float | None = None
+    cores: int | None = Field(default=None, gt=0, le=1_000_000)
+    tdp_w: PositiveFinite | None = None
     note: str | None = None
     sources: list[Id] = Field(min_length=1)
 
@@ -426,15 +514,15 @@ class BaseModelCard(Record):
     name: str
     family: str
     architecture: str = Field(description="transformers architecture class family, e.g. llama")
-    params: float = Field(gt=0, description="total parameters")
-    layers: int = Field(gt=0)
-    hidden: int = Field(gt=0)
-    intermediate: int = Field(gt=0)
-    heads: int = Field(gt=0)
-    kv_heads: int = Field(gt=0)
-    head_dim: int | None = None
-    vocab: int = Field(gt=0)
-    context: int = Field(gt=0)
+    params: float = Field(gt=0, le=1e14, allow_inf_nan=False, description="total parameters")
+    layers: int = Field(gt=0, le=100_000)
+    hidden: int = Field(gt=0, le=10_000_000)
+    intermediate: int = Field(gt=0, le=100_000_000)
+    heads: int = Field(gt=0, le=100_000)
+    kv_heads: int = Field(gt=0, le=100_000)
+    head_dim: int | None = Field(default=None, gt=0, le=1_000_000)
+    vocab: int = Field(gt=0, le=100_000_000)
+    context: Tokens
     tied_embeddings: bool
     mlp: Literal["gated", "plain"] = Field(
         default="gated", description="gated MLPs (SwiGLU/GeGLU) hold three matrices, plain two")
@@ -444,6 +532,9 @@ class BaseModelCard(Record):
                                         "use sliding_window")
     active_params: float | None = Field(
         default=None, gt=0, description="parameters used per token (mixture of experts)")
+    attention_layers: int | None = Field(
+        default=None, gt=0, description="hybrid models: layers with attention (and a KV cache); "
+                                        "the others are convolution or recurrent blocks")
     tokenizer: Id = Field(description="tokenizer family; equal ids share a vocabulary")
     license: str
     released: int | None = None
@@ -454,6 +545,19 @@ class BaseModelCard(Record):
     def _heads(self) -> "BaseModelCard":
         if self.heads % self.kv_heads:
             raise ValueError(f"heads ({self.heads}) must be a multiple of kv_heads ({self.kv_heads})")
+        if self.global_every is not None and self.sliding_window is None:
+            raise ValueError("global_every needs sliding_window (the window of the other layers)")
+        if self.global_every is not None and self.global_every > self.layers:
+            raise ValueError(f"global_every ({self.global_every}) exceeds layers ({self.layers})")
+        if self.sliding_window is not None and self.sliding_window > self.context:
+            raise ValueError(f"sliding_window ({self.sliding_window}) exceeds context "
+                             f"({self.context})")
+        if self.attention_layers is not None and self.attention_layers > self.layers:
+            raise ValueError(f"attention_layers ({self.attention_layers}) exceeds layers "
+                             f"({self.layers})")
+        if self.active_params is not None and self.active_params > self.params:
+            raise ValueError(f"active_params ({self.active_params:g}) exceeds params "
+                             f"({self.params:g})")
         return self
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sqlite3
 import sys
 
 from slmrec.errors import SlmrecError
@@ -63,6 +64,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file the command could not read or write: one line, exit 2
+        from slmrec.safeio import os_error
+
+        where = exc.filename if getattr(exc, "filename", None) else "<io>"
+        print(f"error: {os_error(where, exc, 'cannot read or write').problems[0]}",
+              file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:  # a run store the command could not use: one line, exit 2
+        print(f"error: run store: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

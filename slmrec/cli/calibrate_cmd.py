@@ -26,6 +26,9 @@ def _calibrate(args) -> int:
     from slmrec.errors import SlmrecError
     from slmrec.evidence import default_store_path
 
+    from slmrec.safeio import check_target
+
+    check_target(args.output)  # a bad -o is said before any work, not after it
     path = default_store_path(args.store)
     if not path.exists():
         raise SlmrecError.one(str(path), "no run store here yet; run a plan first "

@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(handler=_stats)
 
-    c = kb_sub.add_parser("coverage", help="methods per component and family; completeness")
+    c = kb_sub.add_parser("coverage", help="catalogue, methods per family, effects with figures, "
+                                           "multi-source relations, families with no runner")
     add_kb_flag(c)
     c.add_argument("--families", action="store_true", help="list every family, not family groups")
     c.add_argument("--json", action="store_true", help="machine-readable output")
@@ -71,12 +72,18 @@ def _stats(args) -> int:
 
 
 def _coverage(args) -> int:
-    from slmrec.describe import coverage
+    from slmrec.kb_coverage import coverage
 
     data = coverage(kb_from(args))
     if args.json:
         print_json(data)
         return 0
+    cat = data["catalogue"]
+    print(f"catalogue: {cat['models']} base models in {len(cat['families'])} families "
+          f"({cat['sliding_window']} with sliding-window layers, {cat['mixture_of_experts']} "
+          f"mixture-of-experts, {cat['plain_mlp']} plain MLP)")
+    print(", ".join(f"{f} {n}" for f, n in cat["families"].items()))
+    print()
     rows = []
     for row in data["components"]:
         fams = row["families"] if args.families else row["family_groups"]
@@ -86,8 +93,23 @@ def _coverage(args) -> int:
                        "methods per " + ("family" if args.families else "family group")]))
     if data["empty_components"]:
         print(f"\ncomponents with no methods: {', '.join(data['empty_components'])}")
+    ev, rel = data["effects"], data["relations"]
+    print(f"\neffects with a published or measured figure: {ev['with_figure']} of {ev['total']} "
+          f"({ev['share_with_figure']:.0%}); by basis: "
+          + ", ".join(f"{b} {n}" for b, n in ev["by_basis"].items()))
+    print(f"relations: {rel['total']}; with two or more sources: {rel['two_or_more_sources']} "
+          f"({rel['share_two_or_more']:.0%}); by kind: "
+          + ", ".join(f"{k} {n}" for k, n in rel["by_kind"].items()))
+    print("single-source relations, most frequent source: "
+          + ", ".join(f"{s} {n}" for s, n in rel["single_source_top"].items()))
+    print(f"\nfamilies with no runnable method ({len(data['families_without_runner'])} of "
+          f"{data['families']}): {', '.join(data['families_without_runner'])}")
+    if data["goals_unserved"]:
+        print(f"goals no method serves: {', '.join(data['goals_unserved'])}")
     print(f"\n{data['methods']} methods; share filled in:")
     print(table([[k, f"{v:.0%}"] for k, v in data["share"].items()], ["field", "share"]))
+    print()
+    print(table([[k, v] for k, v in data["schema_use"].items()], ["schema field", "records"]))
     return 0
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 from slmrec.cli.common import add_kb_flag, kb_from, print_json, table
 from slmrec.errors import Problem, SlmrecError
 
 INLINE_FLAGS = ("hardware", "memory_mb", "latency_ms", "tolerance", "data", "teacher",
-                "base_model", "size_mb")
+                "base_model", "size_mb", "include", "exclude")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,11 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data", metavar="SPEC", help="data held: 'none', or tiers with optional "
                                                   "amounts, e.g. 'calibration=128,labeled=5000'")
     g.add_argument("--teacher", metavar="SPEC", help="'none', 'text:MODEL' or 'logits:MODEL'")
+    g.add_argument("--include", metavar="M1,M2", help="methods the plan must contain "
+                                                     "(comma-separated ids)")
+    g.add_argument("--exclude", metavar="M1,M2", help="methods the plan must not use "
+                                                     "(comma-separated ids)")
+    p.add_argument("--full", action="store_true", help="with -o: write every source list and "
+                                                       "the why-not table into the plan file")
     p.add_argument("--calibration", metavar="FILE", help="calibration JSON (slmrec.calibrate) "
                                                          "to correct the predictions")
     p.add_argument("--no-counterfactuals", action="store_true", help="skip the counterfactuals")
-    p.add_argument("--all", action="store_true", help="list every rejected method, also the "
-                                                      "knowledge-only ones")
+    p.add_argument("--all", action="store_true", help="list every rejected method (also the "
+                                                      "knowledge-only ones and those no runner "
+                                                      "executes)")
     add_kb_flag(p)
     p.set_defaults(handler=cmd_recommend)
 
@@ -57,6 +65,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--all", action="store_true", help="list every rejected method")
     add_kb_flag(e)
     e.set_defaults(handler=cmd_explain)
+
+    pr = sub.add_parser("predict", help="predictions, checks and why for a hand-written plan",
+                        description="Check a plan file with the recommender's rule checker and "
+                                    "the scenario's requirements, and predict every step on the "
+                                    "device where it runs, with goals and task gains.")
+    pr.add_argument("plan", metavar="PLAN.yaml")
+    pr.add_argument("--scenario", "-s", metavar="NAME|FILE", help="the scenario (default: the "
+                                                                  "plan's own `scenario:`)")
+    pr.add_argument("--json", action="store_true", help="print the predicted plan as JSON")
+    add_kb_flag(pr)
+    pr.set_defaults(handler=cmd_predict)
 
     s = sub.add_parser("scenarios", help="list or show the named example scenarios")
     ss = s.add_subparsers(dest="scenarios_command", metavar="list|show")
@@ -133,6 +152,12 @@ def scenario_from_args(args: argparse.Namespace, kb) -> Any:
         data["data"] = parse_data_spec(args.data)
     if args.teacher is not None:
         data["teacher"] = args.teacher
+    prefs = data.setdefault("preferences", {})
+    for flag in ("include", "exclude"):
+        if getattr(args, flag, None):
+            prefs[flag] = list(dict.fromkeys(list(prefs.get(flag) or [])
+                                             + [x.strip() for x in getattr(args, flag).split(",")
+                                                if x.strip()]))
     return scenario_from_dict(data, kb, name)
 
 
@@ -141,6 +166,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise SlmrecError.one("<flags>", f"--top must be at least 1, got {args.top}", None, "--top")
+    if args.output:
+        from slmrec.safeio import check_target
+
+        check_target(args.output)  # a bad -o is said before the search, not after it
     kb = kb_from(args)
     sc = scenario_from_args(args, kb)
     cal = None
@@ -151,7 +180,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     rec = recommend(sc, kb, top_k=args.top, calibration=cal,
                     counterfactuals=not args.no_counterfactuals)
     if args.output and rec.top is not None:
-        rec.top.save(args.output)
+        rec.top.save(args.output, full=args.full)
     if args.json:
         print_json(rec.to_json())
     else:
@@ -168,7 +197,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 COLUMNS = [("size_mb", "size MB"), ("inference_memory_mb", "memory MB"),
            ("decode_ms_per_token", "decode ms/tok"), ("prefill_ms", "prefill ms"),
-           ("quality_loss_pct", "quality loss % [range]"), ("step_peak_memory_mb", "step mem MB"),
+           ("quality_loss_pct", "general-text loss % [range]"),
+           ("task_gain_pct", "task gain % [range]"), ("step_peak_memory_mb", "step mem MB"),
            ("step_tflop", "step TFLOP")]
 
 
@@ -191,7 +221,7 @@ def _cell(p: Any, key: str) -> str:
     if p is None:
         return ""
     text = _num(p.value)
-    if key == "quality_loss_pct" and p.low is not None and p.high is not None \
+    if key in ("quality_loss_pct", "task_gain_pct") and p.low is not None and p.high is not None \
             and (p.low != p.value or p.high != p.value):
         text += f" [{_num(p.low)}, {_num(p.high)}]"
     if p.basis == "calibrated":
@@ -215,6 +245,11 @@ def render_plan(plan, show_why: bool = True) -> str:
     out = [table(rows, ["#", "step"] + [h for _, h in COLUMNS])]
     if any(p.basis == "calibrated" for p in plan.predicted.values()):
         out.append("  * corrected by calibration on measured runs")
+    if plan.goals:
+        out.append("")
+        out.append("Goals")
+        out += [textwrap.fill(f"{g}: {v}", 100, initial_indent="  - ", subsequent_indent="    ")
+                for g, v in plan.goals.items()]
     if show_why:
         out.append("")
         out.append("Why each step")
@@ -229,19 +264,34 @@ def render_plan(plan, show_why: bool = True) -> str:
     return "\n".join(out)
 
 
+NO_RUNNER = "no runner executes it"
+NEAREST = 12   # rejections shown without --all
+
+
 def render_rejections(rejected, show_all: bool = False) -> str:
     if not rejected:
         return ""
-    order = {"constraint": 0, "relation": 1, "dominated": 2, "requirement": 3, "evidence": 4,
-             "other": 5}
-    shown = [r for r in rejected if show_all or r.kind != "other"]
-    hidden = [r.method for r in rejected if r not in shown]
+    order = {"goal": 0, "constraint": 1, "relation": 2, "dominated": 3, "requirement": 4,
+             "evidence": 5, "other": 6}
+    no_runner = [r.method for r in rejected if NO_RUNNER in r.reason]
+    shown = [r for r in rejected if show_all or (r.kind != "other" and NO_RUNNER not in r.reason)]
+    hidden = [r.method for r in rejected if r not in shown and NO_RUNNER not in r.reason]
     shown.sort(key=lambda r: (order.get(r.kind, 9), r.component or "", r.method))
+    rest = []
+    if not show_all and len(shown) > NEAREST:
+        shown, rest = shown[:NEAREST], shown[NEAREST:]
     rows = [[r.method, r.component or "", r.kind, textwrap.shorten(r.reason, 150)] for r in shown]
-    out = [f"Why not ({len(rejected)} methods not in the top plan)", table(rows, ["method", "component", "kind", "reason"])]
+    out = [f"Why not ({len(rejected)} methods not in the top plan; the nearest first)",
+           table(rows, ["method", "component", "kind", "reason"])]
+    if rest:
+        out.append(f"  ... {len(rest)} more (--all to list)")
+    if no_runner and not show_all:
+        out.append(textwrap.fill(f"{NO_RUNNER} in this installation (preferences.runnable): "
+                                 f"{len(no_runner)} methods, --all to list", 100,
+                                 subsequent_indent="  "))
     if hidden:
-        out.append(textwrap.fill(f"knowledge only (not plan steps, --all to list): {', '.join(hidden)}",
-                                 100, subsequent_indent="  "))
+        out.append(textwrap.fill(f"knowledge only (not plan steps): {len(hidden)} methods, "
+                                 "--all to list", 100, subsequent_indent="  "))
     return "\n".join(out)
 
 
@@ -278,7 +328,8 @@ def render_recommendation(rec, show_all: bool = False) -> str:
                                 "quality loss %"]))
     if rec.pareto:
         out.append("")
-        out.append(f"Pareto front over quality, memory and decode latency ({len(rec.pareto)} plans)")
+        out.append(f"Pareto front of the fit-the-target chains over general-text quality, memory "
+                   f"and decode latency ({len(rec.pareto)} chains; the stages are added on top)")
         rows = [[str(i + 1), p["base_model"], " -> ".join(_step_label(s["method"], s["params"])
                                                          for s in p["steps"]) or "(unchanged)",
                  _num(p["quality_loss_pct"]), _num(p["inference_memory_mb"]),
@@ -332,6 +383,48 @@ def cmd_explain(args: argparse.Namespace) -> int:
         out += ["", render_rejections(plan.rejected, args.all)]
     print("\n".join(out))
     return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from slmrec.kb import read_yaml
+    from slmrec.plan import parse_plan
+    from slmrec.recommend.predict import predict_plan
+    from slmrec.scenario import load_scenario, parse_scenario
+
+    kb = kb_from(args)
+    if not Path(args.plan).is_file():
+        raise SlmrecError.one(args.plan, "plan file does not exist")
+    data, _, problems = read_yaml(Path(args.plan))
+    if problems:
+        raise SlmrecError(problems)
+    plan = parse_plan(data, args.plan)
+    if args.scenario:
+        sc = load_scenario(args.scenario, kb)
+    elif plan.scenario:
+        sc = parse_scenario(plan.scenario, args.plan, kb, plan.name or "plan")
+    else:
+        raise SlmrecError.one(args.plan, "the plan has no `scenario:`; give --scenario NAME|FILE",
+                              "plan", "scenario")
+    got = predict_plan(plan, kb, sc, args.plan)
+    if args.json:
+        print_json({"plan": got.plan.model_dump(mode="json"),
+                    "problems": [str(p) for p in got.problems]})
+        return 0 if not got.problems else 1
+    p = got.plan
+    out = [f"Plan {plan.name or args.plan} for scenario {sc.name or '(inline)'}: {sc.task}",
+           f"  {sc.summary()}", ""]
+    out.append("Checks: " + ("all pass (order, conflicts, requirements, slots, data, teacher)"
+                             if not got.problems else f"{len(got.problems)} problem(s)"))
+    out += [f"  - {pr}" for pr in got.problems]
+    if not p.feasible:
+        out.append("Does not meet the scenario: " + "; ".join(p.violations))
+    out.append("")
+    out.append(render_plan(p))
+    if p.notes:
+        out += ["", "Notes"] + [textwrap.fill(n, 100, initial_indent="  - ",
+                                              subsequent_indent="    ") for n in p.notes]
+    print("\n".join(out))
+    return 0 if not got.problems else 1
 
 
 def cmd_scenarios_list(args: argparse.Namespace) -> int:

@@ -90,6 +90,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"interrupted; continue with: slmrec run {args.plan} --out {out} --resume",
               file=sys.stderr)
         return 1
+    except OSError as exc:  # a write the executor does not guard (it guards its bookkeeping)
+        from slmrec.safeio import os_error
+
+        raise os_error(getattr(exc, "filename", None) or out, exc, "cannot write") from None
     if args.json:
         print_json(report.to_dict())
     else:
@@ -122,7 +126,17 @@ def _store(args):
 
 
 def cmd_runs_list(args: argparse.Namespace) -> int:
-    runs = _store(args).runs(status=args.status)
+    from slmrec.errors import SlmrecError
+
+    store = _store(args)
+    try:
+        reaped = store.reap_stale()
+    except SlmrecError:  # a locked store can still be listed (stale rows show as stale)
+        reaped = []
+    for rid in reaped:
+        print(f"note: run {rid} was still marked running but its process is gone (killed or "
+              "crashed); marked interrupted, continue it with --resume", file=sys.stderr)
+    runs = store.runs(status=args.status)
     if args.json:
         print_json(runs)
         return 0
@@ -130,7 +144,8 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
         print("no runs recorded")
         return 0
     rows = [[r["id"], r["created"].replace("T", " ")[:19], r["name"] or "–", r["base_model"],
-             r["status"], r["steps_completed"], (r["reason"] or "")[:60], r["out_dir"] or ""]
+             r["status"] + (" (stale)" if r.get("stale") else ""), r["steps_completed"],
+             (r["reason"] or "")[:60], r["out_dir"] or ""]
             for r in runs]
     print(table(rows, ["id", "created (UTC)", "plan", "base model", "status", "steps", "reason",
                        "folder"]))
@@ -148,7 +163,9 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(run)
         return 0
-    print(f"run {run['id']}: {run['status']}" + (f": {run['reason']}" if run["reason"] else ""))
+    stale = " (stale: its process is gone)" if run.get("stale") else ""
+    print(f"run {run['id']}: {run['status']}{stale}"
+          + (f": {run['reason']}" if run["reason"] else ""))
     print(f"plan {run['name'] or '–'} (hash {run['plan_hash']}, KB {run['kb_version'] or '–'}), "
           f"base model {run['base_model']}, seed {run['seed']}")
     print(f"created {run['created']}, finished {run['finished'] or '–'}, folder {run['out_dir']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,3 +172,18 @@ def id_list(ids: Iterable[str]) -> str:
 def name_of(kb: KB, id: str) -> str:
     rec = kb.record(id)
     return getattr(rec, "name", None) or getattr(rec, "title", None) or id
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~$]|:(?=\S))")
+
+
+def md_text(value: Any) -> str:
+    """A user-supplied name as literal text inside Markdown: every character Markdown (or
+    Streamlit's HTML, links, images, emoji shortcodes, LaTeX) would interpret is escaped, so a run
+    or plan name such as `![x](http://host/t.png)` shows as written and fetches nothing."""
+    return _MD_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
+
+
+def md_code(value: Any) -> str:
+    """A user-supplied value inside an inline code span (backticks cannot close it early)."""
+    return "`" + str(value).replace("`", "'").replace("\n", " ") + "`"

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from slmrec.kb import KB
-from slmrec.ui.common import fmt_range, fmt_value
+from slmrec.ui.common import fmt_range, fmt_value, md_text
 
 TOP_K = 3
 HEADLINE = [("quality_loss_pct", "Quality loss", "%"),
@@ -183,7 +183,7 @@ def show(rec, kb: KB) -> None:
         st.warning("The recommender returned no plan.")
         return
     stats = rec.stats or {}
-    st.caption(f"Scenario '{sc.name}': {len(rec.plans)} ranked plans, "
+    st.caption(f"Scenario '{md_text(sc.name)}': {len(rec.plans)} ranked plans, "
                f"{stats.get('chains_evaluated', '?')} chains evaluated over "
                f"{stats.get('options', '?')} options in {stats.get('seconds', '?')} s "
                f"(KB {rec.kb_version}).")

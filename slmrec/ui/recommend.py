@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from slmrec.errors import SlmrecError
-from slmrec.ui.common import bundle, missing, optional, show_problems
+from slmrec.ui.common import bundle, md_text, missing, optional, show_problems
 from slmrec.ui import rec_result
 
 DATA_FIELDS = [("calibration", "Calibration samples", 1.0),
@@ -239,6 +239,6 @@ def render() -> None:
         st.caption("Press Recommend to rank plans for this scenario.")
         return
     if sc is not None and result.scenario.name != (sc.name or "") and not go:
-        st.caption(f"Showing the last recommendation (scenario '{result.scenario.name}'); press "
+        st.caption(f"Showing the last recommendation (scenario '{md_text(result.scenario.name)}'); press "
                    "Recommend to update it.")
     rec_result.show(result, kb)

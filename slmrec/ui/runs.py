@@ -17,12 +17,13 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 import streamlit as st
-import yaml
 
 from slmrec.errors import SlmrecError
 from slmrec.evidence import RunStore, default_store_path
 from slmrec.plan import parse_plan, validate_plan
 from slmrec.ui.common import bundle, fmt_range, fmt_value, optional, show_problems, user_errors
+from slmrec.ui.common import md_code, md_text
+from slmrec import safeyaml
 
 STATUS_BADGE = {"completed": ":green-badge[completed]", "failed": ":red-badge[failed]",
                 "running": ":blue-badge[running]", "interrupted": ":orange-badge[interrupted]"}
@@ -75,14 +76,15 @@ def comparison_chart(frame: pd.DataFrame, metrics: list[str]) -> alt.Chart:
 
 def run_detail(store: RunStore, run_id: int) -> None:
     run = store.run(run_id)
-    st.markdown(f"### Run {run['id']}: {run['name'] or 'unnamed plan'} "
+    st.markdown(f"### Run {run['id']}: {md_text(run['name'] or 'unnamed plan')} "
                 f"{STATUS_BADGE.get(run['status'], run['status'])}")
     if run["reason"]:
-        (st.error if run["status"] == "failed" else st.warning)(run["reason"])
-    st.caption(f"base model `{run['base_model']}` · plan hash `{run['plan_hash']}` · KB "
-               f"`{run['kb_version'] or '–'}` · seed {run['seed']} · "
-               f"created {run['created']} · "
-               f"finished {run['finished'] or '–'} · folder `{run['out_dir'] or '–'}`")
+        (st.error if run["status"] == "failed" else st.warning)(md_text(run["reason"]))
+    st.caption(f"base model {md_code(run['base_model'])} · plan hash {md_code(run['plan_hash'])} "
+               f"· KB {md_code(run['kb_version'] or '–')} · seed {md_text(run['seed'])} · "
+               f"created {md_text(run['created'])} · "
+               f"finished {md_text(run['finished'] or '–')} · folder "
+               f"{md_code(run['out_dir'] or '–')}")
     if run["steps"]:
         st.dataframe(pd.DataFrame([{
             "#": s["step_index"] + 1, "method": s["method"], "runner": s["runner"] or "",
@@ -175,11 +177,9 @@ def launch_panel() -> None:
                    "`slmrec recommend`, or by hand.")
         return
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        st.error(f"<plan>{':' + str(mark.line + 1) if mark else ''}: invalid YAML: "
-                 f"{getattr(exc, 'problem', None) or exc}")
+        data = safeyaml.load(text)[0]  # bounded: duplicate keys and alias bombs refused
+    except safeyaml.YamlProblem as exc:
+        st.error(md_text(f"<plan>{':' + str(exc.line) if exc.line else ''}: {exc.message}"))
         return
     try:
         plan = parse_plan(data, "<plan>")
@@ -248,7 +248,7 @@ def follow() -> None:
         return
     proc: subprocess.Popen = job["proc"]
     total = max(job["steps"], 1)
-    box = st.status(f"Running {job['name']}", expanded=True)
+    box = st.status(f"Running {md_text(job['name'])}", expanded=True)
     bar = box.progress(0.0, text="starting")
     log_area = box.empty()
     while True:
@@ -263,9 +263,9 @@ def follow() -> None:
             break
         time.sleep(0.5)
     if code == 0:
-        box.update(label=f"{job['name']}: completed", state="complete")
+        box.update(label=f"{md_text(job['name'])}: completed", state="complete")
     else:
-        box.update(label=f"{job['name']}: exit code {code}", state="error")
+        box.update(label=f"{md_text(job['name'])}: exit code {code}", state="error")
     errors = [ln[len("error: "):] for ln in _tail(job["log"], 400) if ln.startswith("error: ")]
     st.session_state["runs_last"] = {"name": job["name"], "code": code, "log": job["log"],
                                      "run": run["id"] if run else None, "errors": errors}
@@ -282,9 +282,9 @@ def last_launch() -> None:
         return
     where = f"run {last['run']}" if last["run"] is not None else "the run"
     if last["code"] == 0:
-        st.success(f"{last['name']}: {where} completed; it is open above.")
+        st.success(f"{md_text(last['name'])}: {where} completed; it is open above.")
     else:
-        st.error(f"{last['name']}: {where} ended with exit code {last['code']} (log: "
+        st.error(f"{md_text(last['name'])}: {where} ended with exit code {last['code']} (log: "
                  f"`{last['log']}`).")
         for line in last["errors"]:
             st.error(line)
@@ -305,7 +305,8 @@ def render() -> None:
         st.info("No runs recorded yet. Launch a plan below, or run `slmrec run PLAN.yaml`.")
     else:
         st.dataframe(pd.DataFrame([{
-            "id": r["id"], "status": r["status"],
+            "id": r["id"],
+            "status": r["status"] + (" (stale: process gone)" if r.get("stale") else ""),
             "plan": r["name"] or "–", "base model": r["base_model"],
             "steps done": r["steps_completed"],
             "created (UTC)": r["created"][:19].replace("T", " "),

@@ -25,7 +25,7 @@ SAME = ("params", "size_mb", "sparsity", "bits_per_weight", "ppl", "probe_ppl")
 def _steps(tiny_model_dir):
     return make_plan(tiny_model_dir, [
         {"method": "train", "params": {"steps": 3}},
-        {"method": "train", "params": {"steps": 400, "lr": 0.003}},  # long enough to be killed in
+        {"method": "train-more", "params": {"steps": 400, "lr": 0.003}},  # long enough to be killed in
         "rtn", "eval"])
 
 

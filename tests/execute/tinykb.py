@@ -34,6 +34,10 @@ METHODS = [
     _m("train", "training", "causal-lm-train",
        {"steps": INT(3, min=1), "lr": FLOAT(1e-3, min=0), "batch_size": INT(2, min=1),
         "seq_len": INT(32, min=8)}),
+    # A second training method: a plan holds each method once, and the kill test needs two steps.
+    _m("train-more", "training", "causal-lm-train",
+       {"steps": INT(3, min=1), "lr": FLOAT(1e-3, min=0), "batch_size": INT(2, min=1),
+        "seq_len": INT(32, min=8)}),
     _m("rtn", "compression", "weight-only-quant", {"bits": INT(8, choices=[4, 8]),
                                                    "group_size": INT(32)}),
     _m("int8", "compression", "dynamic-int8"),

@@ -34,6 +34,18 @@ def test_coverage_reports_shares(capsys):
     assert code == 0 and data["methods"] >= 120 and not data["empty_components"]
     assert data["share"]["sources"] == 1.0
     assert 0.5 <= data["share"]["requirements"] <= 1.0
+    ev, rel = data["effects"], data["relations"]
+    assert ev["with_figure"] == sum(n for b, n in ev["by_basis"].items()
+                                    if b not in ("unpublished", "not-transferable"))
+    assert ev["total"] == sum(ev["by_basis"].values())
+    assert 0 < rel["two_or_more_sources"] < rel["total"]
+    assert data["catalogue"]["models"] >= 12
+    assert "quantization/weight-only" not in data["families_without_runner"]  # gptq runs
+    code, text, _ = _run(capsys, "kb", "coverage")
+    for needle in ("catalogue:", "effects with a published or measured figure",
+                   "with two or more sources", "families with no runnable method",
+                   "effects.transform_cases"):
+        assert needle in text
 
 
 @pytest.mark.parametrize("query,expected", [

@@ -40,10 +40,11 @@ def test_stage_order_ignores_feedback(tiny):
 @pytest.mark.parametrize("query,arg,expected", [
     ("methods_of", "compression", ["gptq", "prune", "rtn"]),
     ("must_follow", "prune", ["rtn"]),
-    ("must_precede", "rtn", ["prune"]),
+    # the stage order (init, training, compression) counts too: one checker for every query
+    ("must_precede", "rtn", ["gqa", "lora", "prune"]),
     ("conflicts_with", "rtn", ["gptq"]),
     ("conflicts_with", "gptq", ["rtn"]),
-    ("must_follow", "gqa", []),
+    ("must_follow", "gqa", ["gptq", "lora", "prune", "rtn"]),
 ])
 def test_queries(tiny, query, arg, expected):
     assert getattr(tiny, query)(arg) == expected

@@ -73,11 +73,12 @@ def test_methods_sourced_and_placed(kb):
 
 def test_effect_ranges_are_sourced(kb):
     for m in kb.methods.values():
-        for kind in ("quality", "recovery", "speedup"):
+        for kind in ("quality", "recovery", "speedup", "task_gain"):
             for ev in getattr(m.effects, kind):
                 assert ev.source in kb.sources, (m.id, kind)
                 has_numbers = ev.low is not None
-                assert has_numbers == (ev.basis is not EvidenceBasis.unpublished), (m.id, kind)
+                assert has_numbers == (ev.basis not in (EvidenceBasis.unpublished,
+                                                        EvidenceBasis.not_transferable)), (m.id, kind)
                 if ev.basis is EvidenceBasis.measured:
                     assert kb.sources[ev.source].kind is SourceKind.measured, (m.id, ev.source)
         for ev in m.effects.recovery:

@@ -64,8 +64,25 @@ def test_round_trip_keeps_everything(kb, tmp_path):
                 rejected=[Rejection(method="gptq", reason="needs calibration", kind="requirement")],
                 counterfactuals=[Counterfactual(relax="tolerance_pct", to=3, change="x")],
                 score=0.5, feasible=True)
-    back = load_plan(plan.save(tmp_path / "p.yaml"), kb)
+    back = load_plan(plan.save(tmp_path / "p.yaml", full=True), kb)
     assert back == plan
+
+
+def test_the_brief_plan_file_is_short_and_still_runs(kb, tmp_path):
+    from slmrec.plan import Prediction, Rejection
+
+    pred = {k: Prediction(value=1, low=1, high=1, unit="MB", sources=["t-quant"] * 5)
+            for k in ("size_mb", "inference_memory_mb", "decode_ms_per_token", "prefill_ms",
+                      "quality_loss_pct", "throughput_tok_s", "step_peak_memory_mb")}
+    plan = Plan(name="p", base_model="smollm2-360m", hardware="rtx-4090",
+                steps=[Step(method="rtn-weight-only", params={"bits": 4}, why=["memory"],
+                            sources=["t-quant"], predicted=pred)], predicted=pred,
+                rejected=[Rejection(method=f"m{i}", reason="x" * 80, kind="other")
+                          for i in range(100)])
+    path = plan.save(tmp_path / "p.yaml")
+    assert len(path.read_text().splitlines()) < 60
+    back = load_plan(path, kb)
+    assert [s.method for s in back.steps] == ["rtn-weight-only"] and back.rejected == []
 
 
 def test_a_valid_plan_has_no_problems(kb):

@@ -22,12 +22,15 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from slmrec.estimate import ModelState, Option
-from slmrec.recommend_space import Space
+from slmrec.estimate import ModelState, Option, StepCost
+from slmrec.recommend.devices import frozen_mb
+from slmrec.recommend.rules import rules_for
+from slmrec.recommend.space import Space
 
 FIELD_ORDER = ("weight_bits", "params_fraction_removed", "mlp_fraction_removed", "layers_fraction_removed",
                "heads_fraction_removed", "sparsity", "kv_heads", "rank_fraction", "vocab_size",
                "kv_cache_bits", "activation_bits", "adds_params_fraction")
+RISK_WEIGHT = 0.3          # share of the quality term taken at the pessimistic end
 STEP_PENALTY = 0.01        # per step: of two equal plans, the shorter wins
 COST_PENALTY = 0.01        # per decade of step TFLOP, unless 'cost' is an objective
 MAX_RECOVERY = 2
@@ -105,6 +108,7 @@ class Search:
         self._sim_memo: dict[tuple, tuple] = {}
         self._prefix_memo: dict[tuple, tuple] = {}
         self._orders_memo: dict[frozenset, list] = {}
+        self.rules = rules_for(space.kb)
         self.has_requires = any(o.method in space.idx.requires for o in space.options)
         self._build_levels()
         self.reset()
@@ -200,9 +204,10 @@ class Search:
     def _standalone(self, o: Option | None) -> float:
         s = self.sp.base if o is None else self.est.transform(self.sp.base, o)
         q = 0.0
+        q_hi = 0.0
         if o is not None and o.quality is not None:
-            q = o.quality.value
-        return self._score(self._model_metrics(s), q, 0 if o is None else 1, 0.0)
+            q, q_hi = o.quality.value, o.quality.high
+        return self._score(self._model_metrics(s), q, 0 if o is None else 1, 0.0, q_hi)
 
     def _suffix(self) -> None:
         """Per level i, the most reducing values offered by levels i.. (for lower bounds)."""
@@ -320,8 +325,14 @@ class Search:
 
     # ---- scoring --------------------------------------------------------------------------
 
-    def _score(self, m: dict[str, float], q: float, n_steps: int, tflop: float) -> float:
+    def _score(self, m: dict[str, float], q: float, n_steps: int, tflop: float,
+               q_hi: float | None = None) -> float:
+        """Weighted, normalised objectives. Risk-aware: the quality term leans towards the
+        pessimistic end of the range (RISK_WEIGHT), so a wide prior ranks below a sourced figure
+        with the same midpoint. Monotone in q and q_hi, so lower bounds of both bound it."""
         w = self.weights
+        if q_hi is not None:
+            q = (1 - RISK_WEIGHT) * q + RISK_WEIGHT * max(q_hi, q)
         score = w.get("quality", 0.0) * (q + self.prior_q) / self.tol_norm
         for obj, metric in METRIC_OF.items():
             if obj in w:
@@ -382,9 +393,9 @@ class Search:
 
     def root_bound(self) -> float:
         """A lower bound of the score of any plan of this search (to order base models)."""
-        m, q, _ = self._bound(0, self.sp.base, (), frozenset(), (1.0, 1.0, 1.0),
-                              (1.0, 1.0, 1.0), 0)
-        return self._score(m, q, 0, 0.0)
+        m, q, q_hi = self._bound(0, self.sp.base, (), frozenset(), (1.0, 1.0, 1.0),
+                                 (1.0, 1.0, 1.0), 0)
+        return self._score(m, q, 0, 0.0, q_hi)
 
     def _threshold(self) -> float:
         top = self.board.top
@@ -444,11 +455,10 @@ class Search:
             return False
         if o.recovery is not None and n_rec >= MAX_RECOVERY:
             return False
-        idx = self.sp.idx
-        if chosen and idx.has_conflicts(o.method):
-            for c in chosen:
-                if idx.conflict(o.method, c.method) is not None:
-                    return False
+        if chosen:
+            clash = self.rules.conflicts(o.method)
+            if clash and any(c.method in clash for c in chosen):
+                return False
         return True
 
     def _q_bound(self, loss: tuple, rec: tuple, n_rec: int, i: int,
@@ -513,7 +523,7 @@ class Search:
             return 1
         m, q, q_hi = self._bound(i, s, chosen, used, loss, rec, n_rec)
         viol = self._violations(m, q, q_hi)
-        lb = self._score(m, q, len(chosen) + missing, 0.0)
+        lb = self._score(m, q, len(chosen) + missing, 0.0, q_hi)
         if self.mode == "closest":
             top = self.board.top
             if not top:
@@ -654,31 +664,20 @@ class Search:
         return new if self._declared_ok(new) else None
 
     def _declared_ok(self, order: list[Option]) -> bool:
-        idx = self.sp.idx
-        names = [o.method for o in order]
-        for j in range(len(names)):
-            for i in range(j):
-                if idx.must_precede(names[j], names[i]):
-                    return False
-        return True
+        return self.rules.ok([o.method for o in order])
 
     def _valid(self, order: list[Option]) -> bool:
         idx = self.sp.idx
-        quantized = False
+        quantized: str | None = None   # the first integer quantization so far
         for j, o in enumerate(order):
             if o.from_scratch and not any(x.method in idx.pretrain_scale for x in order[j + 1:]):
                 return False
-            if quantized and (o.edits_structure or o.trains_all) and not o.int_quant:
+            if quantized and (o.edits_structure or o.trains_all) and not o.int_quant \
+                    and quantized not in self.rules.exempt(o.method):
                 return False
-            quantized = quantized or o.int_quant
-            if o.method in idx.floating:
-                for x in order[:j]:
-                    if idx.must_precede(o.method, x.method):
-                        return False
-                for x in order[j + 1:]:
-                    if idx.must_precede(x.method, o.method):
-                        return False
-        return True
+            if o.int_quant and quantized is None:
+                quantized = o.method
+        return self.rules.ok([o.method for o in order])
 
     def simulate(self, order: tuple[Option, ...]) -> tuple[dict[str, float], tuple, list]:
         """Metrics, quality (value, low, high) and per-step (state, cost) of one ordered chain;
@@ -697,7 +696,11 @@ class Search:
             steps = list(self._prefix_memo[key[:j]])
             s = steps[-1][0]
         for o in order[j:]:
+            before = s
             s, cost = est.apply(s, o)
+            extra = frozen_mb(self.sp.kb, o, before)
+            if extra:   # frozen reference/reward copies the estimator does not count
+                cost = StepCost(cost.peak_memory_mb + extra, cost.tflop, cost.hours)
             steps.append((s, cost))
             self._prefix_memo[key[:len(steps)]] = tuple(steps)
         m = self._model_metrics(s)
@@ -724,7 +727,7 @@ class Search:
         m, q, steps = self.simulate(order)
         m = dict(m)
         viol = self._violations(m, q[0], q[2])
-        score = self._score(m, q[0], len(order), m["step_tflop"])
+        score = self._score(m, q[0], len(order), m["step_tflop"], q[2])
         if self.mode == "closest":
             m["violation"] = self._violation_total(viol)
         return Candidate(tuple(order), m, q, score, viol, steps, self.prior_q, self.sp.model)

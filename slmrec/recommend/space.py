@@ -15,15 +15,18 @@ Nothing here knows a method by name: it reads `requires`, `effects`, `cost` and 
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 
-from slmrec.estimate import (TOKENS_PER_UNIT, Arch, Estimator, ModelState, Option, Workload,
+from slmrec.estimate import (Arch, Estimator, ModelState, Option, Workload,
                              compile_option, param_grid)
 from slmrec.kb import KB
+from slmrec.recommend.rules import rules_for
+from slmrec.recommend.value import quality_prior
 from slmrec.schema import ComponentClass, Relation, RelationKind
 from slmrec.scenario import ACCESS_RANK, COMPUTE_RANK, Scenario
 
@@ -54,29 +57,9 @@ class KBIndex:
     # ---- order ----------------------------------------------------------------------------
 
     def must_precede(self, a: str, b: str) -> bool:
-        """True when the KB declares (directly or transitively) that `a` comes before `b`.
-
-        The canonical rank is a linear extension of `precedes`, so a path a -> b only passes
-        through nodes ranked between them: the search stays local and is memoised."""
-        key = (a, b)
-        got = self._reach.get(key)
-        if got is not None:
-            return got
-        rank = self.node_rank
-        ra, rb = rank.get(a), rank.get(b)
-        got = False
-        if ra is not None and rb is not None and ra < rb:
-            seen, stack = {a}, [a]
-            while stack and not got:
-                for v in self.graph.successors(stack.pop()):
-                    if v == b:
-                        got = True
-                        break
-                    if v not in seen and rank.get(v, -1) < rb:
-                        seen.add(v)
-                        stack.append(v)
-        self._reach[key] = got
-        return got
+        """True when the KB declares (directly or transitively) that `a` comes before `b`
+        (the one rule checker, `slmrec.recommend.rules`)."""
+        return rules_for(self.kb).must_precede(a, b)
 
     def precedes_relation(self, a: str, b: str) -> Relation | None:
         kb = self.kb
@@ -90,18 +73,8 @@ class KBIndex:
     # ---- conflicts and requirements -------------------------------------------------------
 
     def conflict(self, a: str, b: str) -> Relation | None:
-        kb = self.kb
-        ca = kb.methods[a].component if a in kb.methods else a
-        cb = kb.methods[b].component if b in kb.methods else b
-        for x in (a, ca):
-            for y in (b, cb):
-                if x == y:
-                    continue
-                lo, hi = sorted((x, y))
-                r = kb.relations.get((lo, RelationKind.conflicts.value, hi))
-                if r is not None:
-                    return r
-        return None
+        rules = rules_for(self.kb)
+        return rules.conflict_relation(a, b) if b in rules.conflicts(a) else None
 
     def has_conflicts(self, m: str) -> bool:
         idx = self.kb.relation_index.get(RelationKind.conflicts.value, {})
@@ -123,6 +96,40 @@ def _role(opts: list[Option], m) -> int:
     return ROLE_OTHER
 
 
+def evidence_grid(m) -> list[dict]:
+    """The method's search grid plus every parameter value its evidence names (a figure at
+    sparsity 0.25 is searched even when the grid says 0.1/0.2/0.3)."""
+    grid = param_grid(m)
+    seen = {tuple(sorted(p.items())) for p in grid}
+    extra: dict[str, set] = {}
+    for e in list(m.effects.quality) + list(m.effects.task_gain):
+        for k, v in e.when.items():
+            spec = m.params.get(k)
+            if spec is not None and spec.search and spec.check(v) is None:
+                extra.setdefault(k, set()).add(v)
+    for k, vals in extra.items():
+        for v in sorted(vals, key=str):
+            for p in list(grid):
+                q = dict(p)
+                q[k] = v
+                key = tuple(sorted(q.items()))
+                if key not in seen:
+                    seen.add(key)
+                    grid.append(q)
+    return grid
+
+
+def _with_prior(kb: KB, m, o: Option) -> Option:
+    """An option whose quality effect is unpublished (or not covered at these values) gets its
+    family's wide prior instead of being dropped (`slmrec.recommend.value`)."""
+    if o.quality is not None:
+        return o
+    prior = quality_prior(kb, m, o)
+    if prior is None:
+        return o
+    return dataclasses.replace(o, quality=prior, quality_status="prior")
+
+
 def kb_index(kb: KB) -> KBIndex:
     """The index of `kb`, built on first use and cached on the KB object."""
     idx = kb.__dict__.get("_recommend_index")
@@ -137,7 +144,7 @@ def kb_index(kb: KB) -> KBIndex:
     for m in kb.methods.values():
         if not m.plannable:
             continue
-        opts = [compile_option(m, p) for p in param_grid(m)]
+        opts = [_with_prior(kb, m, compile_option(m, p)) for p in evidence_grid(m)]
         options[m.id] = opts
         role[m.id] = _role(opts, m)
     # precedes graph: methods are str nodes; components get entry/exit nodes so that
@@ -466,13 +473,8 @@ def _requirement_problem(m, sc: Scenario, kb: KB, tiers: set[str], tokens: dict[
             return Why("requirement", f"needs {_TIER_WORDS[tier]}; {access_note}", src)
         return Why("requirement", f"needs {_TIER_WORDS.get(tier, tier)} (data tier '{tier}'); the "
                                   f"scenario provides {', '.join(held) or 'no data and no teacher'}", src)
-    if req.data_amount and tier in tokens:
-        need = req.data_amount.count * TOKENS_PER_UNIT[req.data_amount.unit]
-        if tokens[tier] < need:
-            have = tokens[tier] / TOKENS_PER_UNIT[req.data_amount.unit]
-            return Why("requirement", f"needs about {req.data_amount.count:,.0f} "
-                                      f"{req.data_amount.unit} of {tier} data; the scenario has "
-                                      f"about {have:,.0f}", src)
+    # data amounts are soft: less data than usual shrinks the expected gain and its confidence
+    # (slmrec.recommend.value), it never rules a method out
     if ACCESS_RANK[req.teacher.value] > ACCESS_RANK[access]:
         base = f"needs teacher {req.teacher.value} access; the scenario's teacher access is {access}"
         return Why("requirement", base + (f" ({access_note})" if access_note else ""), src)
