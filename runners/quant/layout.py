@@ -113,3 +113,21 @@ def from_standard(tensors: dict, recipe: dict) -> None:
 def _unpack(packed: torch.Tensor, bits: int, cols: int) -> torch.Tensor:
     from runners.quant.qlinear import unpack
     return unpack(packed, bits, cols)
+
+
+def own_names(names: set[str], recipe: dict) -> set[str]:
+    """Tensor names of a checkpoint file as slmrec's modules name them (for checks that read
+    names only, without loading tensors)."""
+    if not str(recipe.get("layout", "")).startswith("compressed-tensors"):
+        return set(names)
+    names = set(names)
+    suffixes = (("weight", "qweight"), ("weight_scale", "scales"), ("weight_zero_point", "zeros"))
+    for name, e in recipe["quant"].items():
+        if "tied_to" in e:
+            names -= {f"{name}.{ct}" for ct, _ in suffixes}
+    for name, e in _quantized(recipe):
+        for ct, own in suffixes:
+            if f"{name}.{ct}" in names:
+                names.discard(f"{name}.{ct}")
+                names.add(f"{_stored(name, e)}.{own}")
+    return names

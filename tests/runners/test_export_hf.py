@@ -65,7 +65,9 @@ def test_plain_transformers_loads_same_logits_or_refuses(state, tiny, make_ctx, 
         assert (folder / OWN_WEIGHTS).is_file()
         with pytest.raises((OSError, ValueError, RuntimeError)):
             _plain_load(folder)
-    # slmrec's own loader still reads its folder back exactly
+    # slmrec's own pre-flight check and loader still read its folder back exactly
+    from runners.models import check_model_folder
+    check_model_folder(str(folder))
     again, _ = load_checkpoint(folder)
     torch.testing.assert_close(_logits(again), ours, atol=1e-5, rtol=0)
 
