@@ -12,7 +12,9 @@ are measured. Perplexity is computed from each runtime's own logits on the valid
 never overlaps the calibration split GPTQ uses. The "fp32" base is itself dequantised from the
 Q4_1 GGUF the bundled package ships (see README, Provenance), so Q4_1 re-quantizes it almost
 exactly; quality ratios are against that base.
-`BENCH_DEPLOY_ROWS=a,b` limits the table to rows whose label contains one of the strings.
+`BENCH_DEPLOY_ROWS=a,b` limits the table to rows whose label contains one of the strings;
+`BENCH_DEPLOY_ONNX_DIR=dir` reuses `dir/{none,int8,int4}/model.onnx` exported earlier from the same
+base with the same settings (the export takes minutes); `BENCH_DEPLOY_ROUNDS`, `BENCH_DEPLOY_BLOCKS` set the latency rounds and perplexity blocks.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ def _rows():
 
     def onnx(quant):
         def build(model, tok, corpus, wd):
+            cached = Path(os.environ.get("BENCH_DEPLOY_ONNX_DIR", wd)) / quant / "model.onnx"
+            if cached.is_file():  # exported earlier from the same base with the same settings
+                return cached, cached.parent
             base = wd / "onnx-fp32" / "model.onnx"
             if not base.exists():
                 export_onnx(model, base.parent, "none")
@@ -140,6 +145,7 @@ def main() -> dict:
             if runtime != "transformers":
                 sessions[label] = sess
             del sess
+        print(f"   latency: {ROUNDS} round-robin rounds over {len(sessions)} sessions", flush=True)
         times: dict[str, dict[str, list]] = {k: {"prefill": [], "decode": []} for k in sessions}
         for r in range(ROUNDS):
             for label, sess in sessions.items():
