@@ -2,8 +2,12 @@
 and the byte-level BPE tokenizer that tiny models use.
 
 Default text: the standard library's `pydoc_data.topics` (about 465 K characters of English prose,
-PSF licence): nothing to download. Paragraphs are grouped into chunks of about 1,000 characters
-and the chunks split 90/5/5 with a seeded shuffle, so the splits are deterministic and disjoint.
+PSF licence): nothing to download. Whole topics go to validation and calibration (about 5% of the
+characters each, seeded), the rest to train; because pydoc repeats sections across topics, every
+train paragraph that shares a run of NGRAM_WORDS words (or its whole text) with held-out text is
+then dropped, and calibration likewise yields to validation. So the model is never trained or
+calibrated on text it is scored on (tests/runners/test_runners_data.py checks that no 32-token
+n-gram is shared). Paragraphs are then grouped into chunks of about 1,000 characters.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from pathlib import Path
 from slmrec.errors import Problem, SlmrecError
 
 SPLITS = ("train", "validation", "calibration")
+HELD_OUT = ("validation", "calibration")  # in priority order: each keeps its text over the later ones
+CLAIM_ORDER = (*HELD_OUT, "train")
+HELD_OUT_FRACTION = 0.05
+NGRAM_WORDS = 8  # a shared 32-token run spans 10 or more words (BPE-512: ~60 characters), so 8 of them in a row
 CHUNK_CHARS = 1000
 MIN_TOKENS = 48
 EOS, BOS = "<|endoftext|>", "<|bos|>"
@@ -28,22 +36,80 @@ def bundled_texts() -> list[str]:
     return [topics[k] for k in sorted(topics)]
 
 
+def _paragraphs(text: str) -> list[str]:
+    return [p for p in text.split("\n\n") if p.strip()]
+
+
+def _group(paras: list[str]) -> list[str]:
+    """Paragraphs of one document grouped into ~CHUNK_CHARS pieces."""
+    out, cur = [], ""
+    for para in paras:
+        cur = f"{cur}\n\n{para}" if cur else para
+        if len(cur) >= CHUNK_CHARS:
+            out.append(cur)
+            cur = ""
+    if cur.strip():
+        out.append(cur)
+    return out
+
+
 def _chunks(texts: list[str]) -> list[str]:
     """Paragraphs grouped into ~CHUNK_CHARS pieces, never across documents; repeated pieces
     are kept once so no text is in two splits."""
-    out: list[str] = []
-    for text in texts:
-        cur = ""
-        for para in text.split("\n\n"):
-            if not para.strip():
+    return list(dict.fromkeys(c for text in texts for c in _group(_paragraphs(text))))
+
+
+def word_ngrams(text: str, n: int = NGRAM_WORDS) -> set[tuple[str, ...]]:
+    words = text.split()
+    return {tuple(words[i: i + n]) for i in range(len(words) - n + 1)}
+
+
+class _Seen:
+    """Text already claimed by a held-out split: its word n-grams and its exact paragraphs."""
+
+    def __init__(self):
+        self.grams: set[tuple[str, ...]] = set()
+        self.exact: set[str] = set()
+
+    def add(self, text: str) -> None:
+        self.grams |= word_ngrams(text)
+        self.exact.add(text.strip())
+
+    def shares(self, text: str) -> bool:
+        return text.strip() in self.exact or not self.grams.isdisjoint(word_ngrams(text))
+
+
+def _split_topics(texts: list[str], seed: int) -> dict[str, list[str]]:
+    """Whole documents to the held-out splits (seeded, ~HELD_OUT_FRACTION of the characters
+    each), then every paragraph sharing text with an earlier held-out split is dropped."""
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    budget = HELD_OUT_FRACTION * sum(map(len, texts))
+    owner: dict[int, str] = {}
+    it = iter(order)
+    for split in HELD_OUT:
+        size = 0
+        for i in it:
+            if size + len(texts[i]) > 1.5 * budget:  # a huge topic stays in train
                 continue
-            cur = f"{cur}\n\n{para}" if cur else para
-            if len(cur) >= CHUNK_CHARS:
-                out.append(cur)
-                cur = ""
-        if cur.strip():
-            out.append(cur)
-    return list(dict.fromkeys(out))
+            owner[i] = split
+            size += len(texts[i])
+            if size >= budget:
+                break
+    seen = _Seen()
+    out: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for split in CLAIM_ORDER:
+        docs = [i for i in sorted(order) if owner.get(i, "train") == split]
+        kept_by_doc = []
+        for i in docs:
+            kept = [p for p in _paragraphs(texts[i]) if not seen.shares(p)]
+            kept_by_doc.append(kept)
+        for kept in kept_by_doc:  # claimed after the whole split, so a split keeps its own repeats
+            for p in kept:
+                seen.add(p)
+            out[split].extend(_group(kept))
+        out[split] = list(dict.fromkeys(out[split]))
+    return out
 
 
 class Corpus:
@@ -144,7 +210,8 @@ def load_corpus(tokenizer, path: str | None = None, seed: int = 0) -> Corpus:
     """The bundled text (path None), a .txt file, or a .jsonl of {"text"} / {"prompt","response"}."""
     pairs: list[tuple[str, str]] = []
     if path is None:
-        docs, source = _chunks(bundled_texts()), "pydoc_data.topics"
+        texts, source = _split_topics(bundled_texts(), seed), "pydoc_data.topics"
+        return _checked(Corpus(tokenizer, texts, {}, source))
     else:
         p = Path(path).expanduser()
         source = str(p)
@@ -154,7 +221,11 @@ def load_corpus(tokenizer, path: str | None = None, seed: int = 0) -> Corpus:
         else:
             docs, pairs = _read_jsonl(source, raw)
     texts, pair_splits = _split(docs, pairs, seed)
-    corpus = Corpus(tokenizer, texts, pair_splits, source)
+    return _checked(Corpus(tokenizer, texts, pair_splits, source))
+
+
+def _checked(corpus: Corpus) -> Corpus:
+    source = corpus.source
     total = sum(len(s) for s in corpus.streams.values())
     if total < MIN_TOKENS:
         raise SlmrecError.one(source, f"too little text: {total} tokens, need at least {MIN_TOKENS}")
@@ -268,15 +339,21 @@ def _read_jsonl(source: str, raw: str):
 
 
 def _split(docs: list[str], pairs: list, seed: int):
-    """90/5/5 by document with a seeded shuffle (pairs follow their documents)."""
+    """90/5/5 by document with a seeded shuffle (pairs follow their documents); a calibration or
+    train document sharing text with an earlier held-out split is dropped (see _Seen)."""
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
     n_val = max(1, round(0.05 * len(docs))) if len(docs) >= 3 else 0
     cuts = {"validation": order[:n_val], "calibration": order[n_val: 2 * n_val], "train": order[2 * n_val:]}
-    texts = {s: [docs[i] for i in sorted(idx)] for s, idx in cuts.items()}
+    seen = _Seen()
+    for split in CLAIM_ORDER:
+        cuts[split] = [i for i in sorted(cuts[split]) if not seen.shares(docs[i])]
+        for i in cuts[split]:
+            seen.add(docs[i])
+    texts = {s: [docs[i] for i in idx] for s, idx in cuts.items()}
     pair_splits = {}
     if any(pairs):  # aligned with docs; None for plain-text records
-        pair_splits = {s: [pairs[i] for i in sorted(idx) if pairs[i]] for s, idx in cuts.items()}
+        pair_splits = {s: [pairs[i] for i in idx if pairs[i]] for s, idx in cuts.items()}
     return texts, pair_splits
 
 

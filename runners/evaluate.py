@@ -1,12 +1,15 @@
-"""evaluate: perplexity on a fixed validation slice, serialised size, parameters, sparsity,
-prefill and decode latency, and peak inference memory, under stable metric names."""
+"""evaluate: perplexity on the whole validation split (or a declared fixed slice of it) with its
+spread across contiguous slices, serialised size, parameters, sparsity, prefill and decode
+latency, and peak inference memory, under stable metric names."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import statistics
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,19 +21,83 @@ from runners.models import model_stats
 from runners.training import base_model, oom_guard
 
 
+N_SLICES = 4  # contiguous parts of the scored text whose perplexities give the spread
+
+
+@dataclass(frozen=True)
+class PerplexityReport:
+    """Perplexity on a named slice of a split, with the perplexity of each contiguous part of it.
+
+    `slice` names the tokens scored, e.g. "validation[0:7190] (whole split)"; `parts` are the
+    perplexities of N_SLICES contiguous parts of those tokens: their range is the spread a
+    figure on this slice carries."""
+
+    ppl: float
+    slice: str
+    tokens: int
+    parts: tuple[float, ...]
+    part_nll: tuple[tuple[float, int], ...]  # (summed NLL, predicted tokens) per part
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        return min(self.parts), max(self.parts)
+
+    def ratio(self, base: "PerplexityReport") -> tuple[float, float, float]:
+        """(ratio, lowest, highest) of this perplexity over base's, part by part."""
+        if self.slice != base.slice:
+            raise ValueError(f"ratio across different slices: {self.slice} vs {base.slice}")
+        parts = [a / b for a, b in zip(self.parts, base.parts)]
+        return self.ppl / base.ppl, min(parts), max(parts)
+
+    def describe(self) -> str:
+        lo, hi = self.spread
+        return f"ppl {self.ppl:.2f} on {self.slice}, {len(self.parts)} parts {lo:.2f}-{hi:.2f}"
+
+
+def slice_name(corpus, split: str, seq_len: int, n_blocks: int | None) -> tuple[str, int]:
+    """The name and token count of what perplexity scores: `n_blocks` None means the whole split."""
+    total = len(corpus.streams[split])
+    if n_blocks is None:
+        return f"{split}[0:{total}] (whole split)", total
+    k = len(corpus.blocks(split, seq_len, n_blocks))
+    end = min(total, k * seq_len)
+    return f"{split}[0:{end}] ({k}x{min(seq_len, end)})", end
+
+
 @torch.no_grad()
-def perplexity(model, corpus, seq_len: int = 256, n_blocks: int = 8, batch_size: int = 4,
-               split: str = "validation") -> float:
-    """exp(mean next-token NLL) over the first n_blocks blocks of a split: fixed, comparable."""
+def perplexity_report(model, corpus, seq_len: int = 256, n_blocks: int | None = None, batch_size: int = 4,
+                      split: str = "validation", n_slices: int = N_SLICES) -> PerplexityReport:
+    """exp(mean next-token NLL) over the whole split (n_blocks None: every full block of seq_len
+    tokens plus the shorter rest) or over its first n_blocks blocks, with per-part perplexities."""
     model.eval()
-    blocks = corpus.blocks(split, seq_len, n_blocks)
-    nll, count = 0.0, 0
-    for i in range(0, len(blocks), batch_size):
-        ids = blocks[i: i + batch_size]
-        logits = model(input_ids=ids).logits[:, :-1].float()
-        nll += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"))
-        count += ids[:, 1:].numel()
-    return float(torch.exp(torch.tensor(nll / count)))
+    name, _ = slice_name(corpus, split, seq_len, n_blocks)
+    stream = corpus.streams[split]
+    if n_blocks is None:
+        k = len(stream) // seq_len
+        pieces = ([stream[: k * seq_len].view(k, seq_len)] if k else []) + \
+                 ([stream[k * seq_len:][None]] if len(stream) - k * seq_len >= 2 else [])
+    else:
+        pieces = [corpus.blocks(split, seq_len, n_blocks)]
+    per_block: list[tuple[float, int]] = []
+    for blocks in pieces:
+        for i in range(0, len(blocks), batch_size):
+            ids = blocks[i: i + batch_size]
+            logits = model(input_ids=ids).logits[:, :-1].float()
+            nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").sum(-1)
+            per_block += [(float(v), ids.shape[1] - 1) for v in nll]
+    n = max(1, min(n_slices, len(per_block)))
+    bounds = [round(j * len(per_block) / n) for j in range(n + 1)]
+    groups = [per_block[a:b] for a, b in zip(bounds, bounds[1:])]
+    part_nll = tuple((sum(v for v, _ in g), sum(c for _, c in g)) for g in groups)
+    total_nll, count = sum(v for v, _ in part_nll), sum(c for _, c in part_nll)
+    return PerplexityReport(ppl=math.exp(total_nll / count), slice=name, tokens=count + len(per_block),
+                            parts=tuple(math.exp(v / c) for v, c in part_nll), part_nll=part_nll)
+
+
+def perplexity(model, corpus, seq_len: int = 256, n_blocks: int | None = None, batch_size: int = 4,
+               split: str = "validation") -> float:
+    """The perplexity figure of perplexity_report (the whole split unless n_blocks is given)."""
+    return perplexity_report(model, corpus, seq_len, n_blocks, batch_size, split).ppl
 
 
 def _rss() -> int:
@@ -115,7 +182,8 @@ def serialised_mb(model, tokenizer, workdir: Path) -> float:
 
 class EvaluateParams(RunnerParams):
     seq_len: int = Field(256, ge=8, le=8192, description="tokens per perplexity block")
-    ppl_blocks: int = Field(8, ge=1, le=1024, description="validation blocks for perplexity")
+    ppl_blocks: int | None = Field(None, ge=1, le=1024, description="validation blocks for perplexity; "
+                                   "null scores the whole validation split")
     batch_size: int = Field(4, ge=1, le=256)
     prompt_len: int = Field(64, ge=1, le=8192, description="prefill length for latency")
     decode_tokens: int = Field(16, ge=1, le=1024, description="greedy tokens for decode latency")
@@ -137,7 +205,11 @@ class Evaluate(Runner):
         notes = []
         with oom_guard("evaluate"):
             ctx.progress(0, 3)
-            metrics["ppl"] = perplexity(model, ctx.corpus, params.seq_len, params.ppl_blocks, params.batch_size)
+            rep = perplexity_report(model, ctx.corpus, params.seq_len, params.ppl_blocks, params.batch_size)
+            lo, hi = rep.spread
+            metrics.update(ppl=rep.ppl, ppl_low=lo, ppl_high=hi, ppl_tokens=float(rep.tokens))
+            notes.append(f"perplexity on {rep.slice}; ppl_low/ppl_high: lowest and highest of "
+                         f"{len(rep.parts)} contiguous parts")
             ctx.progress(1, 3)
             if params.latency:
                 vocab = min(len(ctx.tokenizer), base_model(model).config.vocab_size)

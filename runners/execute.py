@@ -49,8 +49,10 @@ from slmrec.safeyaml import clip
 STATE_FORMAT = 1
 # Runners that leave the model as it is: no new checkpoint, their metrics are the measurement.
 READ_ONLY_RUNNERS = frozenset({"evaluate", "export", "load-pretrained"})
-# The per-step measurement: a small validation slice, so that measuring never dominates a run.
-MEASURE_PARAMS: dict[str, Any] = {"seq_len": 128, "ppl_blocks": 2, "batch_size": 2,
+# The per-step measurement: a declared fixed slice of 2,048 validation tokens (8x256), with the
+# spread of its 4 parts beside the figure (probe_ppl_low/high): 254 tokens let one model's ratio
+# to another swing by 25% between slices. The evaluate runner scores the whole split instead.
+MEASURE_PARAMS: dict[str, Any] = {"seq_len": 256, "ppl_blocks": 8, "batch_size": 4,
                                   "prompt_len": 16, "decode_tokens": 4, "repeats": 1,
                                   "latency": True, "serialise": False}
 # Latency metrics a following evaluate step measures on the very same model (see _run_step).
@@ -363,7 +365,7 @@ class _Measurer:
     def __call__(self, model, tokenizer, corpus, workdir: Path, latency: bool = True,
                  reported: dict | None = None) -> dict[str, float]:
         from runners.evaluate import latency as measure_latency
-        from runners.evaluate import perplexity
+        from runners.evaluate import perplexity_report
         from runners.models import model_stats
         from runners.training import base_model, oom_guard
 
@@ -375,7 +377,9 @@ class _Measurer:
             metrics = {k: v for k, v in _floats(model_stats(model)).items()}
         _seed_all(self.seed)
         with oom_guard("measuring"):
-            metrics["ppl"] = perplexity(model, corpus, p.seq_len, p.ppl_blocks, p.batch_size)
+            probe = perplexity_report(model, corpus, p.seq_len, p.ppl_blocks, p.batch_size)
+            metrics["ppl"] = probe.ppl
+            metrics["probe_ppl_low"], metrics["probe_ppl_high"] = probe.spread
             if latency:
                 vocab = min(len(tokenizer), base_model(model).config.vocab_size)
                 metrics.update(measure_latency(model, vocab, p.prompt_len, p.decode_tokens,

@@ -130,6 +130,16 @@ class GPTQParams(WeightOnlyParams):
     act_order: bool = Field(True, description="quantize columns with the largest Hessian diagonal first")
 
 
+def calibration_shortfall(calib, samples: int, seq_len: int, available: int) -> str | None:
+    """A warning when the calibration split cannot supply the requested blocks, else None."""
+    got, length = calib.shape
+    if got >= samples and length >= seq_len:
+        return None
+    return (f"asked for {samples} calibration blocks of {seq_len} tokens; the calibration split holds "
+            f"{available} tokens, so {got} block(s) of {length} were used. Lower samples or seq_len, "
+            "or give a larger corpus")
+
+
 class GPTQ(Runner):
     id = "gptq"
     Params = GPTQParams
@@ -140,6 +150,9 @@ class GPTQ(Runner):
         model = ctx.model
         _plain(model, self.id)
         calib = ctx.corpus.blocks("calibration", params.seq_len, params.samples)
+        short = calibration_shortfall(calib, params.samples, params.seq_len, len(ctx.corpus.calibration))
+        if short:
+            ctx.log(f"warning: {short}")
         start = time.perf_counter()
         with oom_guard(self.id):
             n = quantize_gptq(model, calib, params.bits, params.group_size, params.damp, params.act_order,
@@ -148,6 +161,8 @@ class GPTQ(Runner):
             note = quantize_embeddings(model, params.embedding_bits, params.group_size)
         metrics = {**_stats(model), "wall_s": time.perf_counter() - start}
         notes = [f"{n} block linears -> int{params.bits} GPTQ on {calib.numel()} calibration tokens", note]
+        if short:
+            notes.append(f"warning: {short}")
         if rest:
             notes.append(f"{rest} linear(s) outside the blocks (untied lm_head) -> round-to-nearest")
         return StepResult(model=model, metrics=metrics, notes=notes)

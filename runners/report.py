@@ -106,13 +106,55 @@ def _order(names) -> list[str]:
     return [m for m in CORE_METRICS if m in names] + sorted(names - set(CORE_METRICS))
 
 
+# The text a perplexity-based figure is measured on. After every step the executor measures
+# the same small, fixed validation slice (the probe: `probe_ppl`, and the quality losses derived
+# from it); an evaluate step measures `ppl` on its own, larger slice. Figures on two slices are
+# never compared with each other.
+PROBE = "probe"
+EVAL = "evaluate step"
+PROBE_METRICS = frozenset({"probe_ppl", "quality_loss_pct", "step_quality_loss_pct"})
+SLICED_METRICS = PROBE_METRICS | {"ppl"}
+
+
+def metric_slice(metric: str, runner: str | None) -> str | None:
+    """The named text slice `metric` was measured on after a step run by `runner` (None: the
+    metric is not measured on text)."""
+    if metric in PROBE_METRICS:
+        return PROBE
+    if metric == "ppl":
+        return EVAL if runner == "evaluate" else PROBE
+    return None
+
+
+def final_runner(steps) -> str | None:
+    """The runner of the last completed step that measured `ppl`: the plan-level `ppl` is its."""
+    done = [s for s in steps if _get(s, "status") == "completed"
+            and "ppl" in (_get(s, "metrics") or {})]
+    return _get(done[-1], "runner") if done else None
+
+
+def _get(obj, key):
+    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
+
+
+def slice_warnings(rows: list[dict]) -> list[str]:
+    """One line when a metric appears on more than one slice in `rows`."""
+    seen: dict[str, set] = {}
+    for r in rows:
+        if r.get("slice") and r.get("measured") is not None:
+            seen.setdefault(r["metric"], set()).add(r["slice"])
+    return [f"warning: {m} is measured on different text slices here ({', '.join(sorted(v))}); "
+            f"compare {m} only within one slice (probe_ppl and quality_loss_pct are on the "
+            "probe slice throughout)" for m, v in sorted(seen.items()) if len(v) > 1]
+
+
 # Signed, additive metrics: compared by difference (percentage points), not by ratio.
 DIFFERENCE_METRICS = frozenset({"quality_loss_pct", "step_quality_loss_pct"})
 RANGE_SLACK = 0.01
 
 
 def compare_one(scope: str, method: str, metric: str, pred: Mapping | None,
-             measured: float | None) -> dict:
+                measured: float | None, runner: str | None = None) -> dict:
     pred = pred or {}
     value, low, high = pred.get("value"), pred.get("low"), pred.get("high")
     ratio = within = diff = None
@@ -128,7 +170,8 @@ def compare_one(scope: str, method: str, metric: str, pred: Mapping | None,
     return {"scope": scope, "method": method, "metric": metric, "predicted": value,
             "predicted_low": low, "predicted_high": high, "measured": measured,
             "ratio": ratio, "difference": diff, "within_range": within,
-            "unit": pred.get("unit") or UNITS.get(metric, "")}
+            "unit": pred.get("unit") or UNITS.get(metric, ""),
+            "slice": metric_slice(metric, runner)}
 
 
 def comparison_rows(report: RunReport, predicted_only: bool = False) -> list[dict]:
@@ -138,11 +181,12 @@ def comparison_rows(report: RunReport, predicted_only: bool = False) -> list[dic
         names = set(s.predicted) | (set() if predicted_only else set(s.metrics))
         for metric in _order(names):
             rows.append(compare_one(f"step {s.index + 1}", s.method, metric,
-                                    s.predicted.get(metric), s.metrics.get(metric)))
+                                    s.predicted.get(metric), s.metrics.get(metric), s.runner))
     names = set(report.final_predicted) | (set() if predicted_only else set(report.final_metrics))
+    last = final_runner(report.steps)
     for metric in _order(names):
         rows.append(compare_one("plan", "final", metric, report.final_predicted.get(metric),
-                                report.final_metrics.get(metric)))
+                                report.final_metrics.get(metric), last))
     return rows
 
 
@@ -186,16 +230,17 @@ def comparison_table(report: RunReport, full: bool = False) -> str:
     rows = [r for r in comparison_rows(report)
             if full or r["predicted"] is not None or r["predicted_low"] is not None
             or r["metric"] in keep or (r["scope"] == "plan" and r["metric"] in CORE_METRICS)]
-    header = ["step", "method", "metric", "predicted", "range", "measured", "vs predicted",
-              "in range"]
-    cells = [header] + [[r["scope"], r["method"], r["metric"], fmt(r["predicted"]), _range(r),
+    header = ["step", "method", "metric", "slice", "predicted", "range", "measured",
+              "vs predicted", "in range"]
+    cells = [header] + [[r["scope"], r["method"], r["metric"], r["slice"] or "",
+                         fmt(r["predicted"]), _range(r),
                          fmt(r["measured"]), vs_predicted(r),
                          fmt(r["within_range"]) if r["within_range"] is not None else ""]
                         for r in rows]
     widths = [max(len(str(row[i])) for row in cells) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(lines + slice_warnings(rows))
 
 
 def _status_line(report: RunReport) -> str:
@@ -235,14 +280,20 @@ def to_markdown(report: RunReport) -> str:
     out += ["", "## Predicted vs measured", "",
             "*vs predicted* is measured / predicted (for percentages: measured − predicted, in "
             "percentage points); *in range* says whether the measurement falls inside the "
-            "predicted low–high range. `ppl` after each step comes from a small fixed validation "
-            "slice (`probe_ppl`); an evaluate step reports its own, larger slice. "
-            "`quality_loss_pct` is the probe perplexity change against the input model, in %.", "",
-            "| step | method | metric | predicted | range | measured | vs predicted | in range |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in comparison_rows(report):
-        out.append(f"| {r['scope']} | {r['method']} | {r['metric']} | {fmt(r['predicted'])} | "
-                   f"{_range(r)} | {fmt(r['measured'])} | {vs_predicted(r) or '–'} | "
+            "predicted low–high range. *slice* names the text a perplexity is measured on: "
+            f"`{PROBE}`, the small fixed validation slice measured after every step (`probe_ppl`, "
+            f"and `quality_loss_pct`, the probe perplexity change against the input model, in %); "
+            f"`{EVAL}`, the evaluate step's own, larger slice. Compare perplexities within one "
+            "slice only.", ""]
+    rows = comparison_rows(report)
+    warnings = slice_warnings(rows)
+    out += [f"> {w}" for w in warnings] + ([""] if warnings else [])
+    out += ["| step | method | metric | slice | predicted | range | measured | vs predicted | "
+            "in range |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        out.append(f"| {r['scope']} | {r['method']} | {r['metric']} | {r['slice'] or '–'} | "
+                   f"{fmt(r['predicted'])} | {_range(r)} | {fmt(r['measured'])} | "
+                   f"{vs_predicted(r) or '–'} | "
                    f"{fmt(r['within_range']) if r['within_range'] is not None else '–'} |")
     return "\n".join(out) + "\n"
 

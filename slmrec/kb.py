@@ -28,6 +28,7 @@ from slmrec.schema import (
     BaseModelCard,
     Capability,
     Component,
+    Format,
     Goal,
     ComponentClass,
     Hardware,
@@ -35,8 +36,10 @@ from slmrec.schema import (
     Record,
     Relation,
     RelationKind,
+    Runtime,
     Source,
     SYMMETRIC_KINDS,
+    TensorType,
 )
 
 SHIPPED_KB = Path(__file__).resolve().parent.parent / "kb"
@@ -58,6 +61,9 @@ class KB:
     hardware: dict[str, Hardware] = field(default_factory=dict)
     models: dict[str, BaseModelCard] = field(default_factory=dict)
     goals: dict[str, Goal] = field(default_factory=dict)
+    tensor_types: dict[str, TensorType] = field(default_factory=dict)
+    formats: dict[str, Format] = field(default_factory=dict)
+    runtimes: dict[str, Runtime] = field(default_factory=dict)
     origin: dict[object, Origin] = field(default_factory=dict)
     roots: list[Path] = field(default_factory=list)
     version: str = ""
@@ -315,6 +321,20 @@ def load_kb(paths: Iterable[Path | str] | None = None, *, shipped: bool = True) 
     return kb
 
 
+def serve_problem(m: Method, goal: Goal) -> str | None:
+    """Why `m` cannot serve `goal` under the goal's `served_by` condition, or None."""
+    need = goal.served_by
+    if need.yields and not set(need.yields) & set(m.yields):
+        return (f"cannot serve goal '{goal.id}': only a step that yields "
+                f"{' or '.join(need.yields)} may (goal served_by.yields); the method's yields is "
+                f"{m.yields or 'empty'}")
+    if need.training and not (m.requires.training or m.cost.passes == "train"):
+        return (f"cannot serve goal '{goal.id}': only a step that trains may (goal "
+                "served_by.training); the method neither requires training nor has cost.passes "
+                "'train'")
+    return None
+
+
 def check_references(kb: KB) -> list[Problem]:
     """Every cross-reference resolves; orderings are acyclic and consistent."""
     problems: list[Problem] = []
@@ -345,6 +365,11 @@ def check_references(kb: KB) -> list[Problem]:
         cite(m.id, label, "sources", m.sources)
         for i, g in enumerate(m.serves):
             ref(m.id, label, f"serves[{i}]", g, kb.goals, "goal")
+            why = serve_problem(m, kb.goals[g]) if g in kb.goals else None
+            if why:
+                o = kb.origin.get(m.id)
+                problems.append(Problem(o.file if o else "<kb>", why, label, f"serves[{i}]",
+                                        o.line if o else None))
         for fld in ("hardware_to_run", "hardware_to_run_any", "hardware_to_benefit"):
             for i, cap in enumerate(getattr(m.requires, fld)):
                 ref(m.id, label, f"requires.{fld}[{i}]", cap, kb.capabilities, "capability")
@@ -390,9 +415,34 @@ def check_references(kb: KB) -> list[Problem]:
         cite(b.id, f"model '{b.id}'", "sources", b.sources)
     for g in kb.goals.values():
         cite(g.id, f"goal '{g.id}'", "sources", g.sources)
+    _check_formats(kb, ref, cite)
     if not problems:
         problems += _check_orderings(kb)
     return problems
+
+
+def _check_formats(kb: KB, ref, cite) -> None:
+    """Formats name tensor types that exist; runtimes name deployment methods that exist."""
+    for t in kb.tensor_types.values():
+        cite(t.id, f"tensor type '{t.id}'", "sources", t.sources)
+        if t.fallback:
+            ref(t.id, f"tensor type '{t.id}'", "fallback", t.fallback, kb.tensor_types,
+                "tensor type")
+    for f in kb.formats.values():
+        label = f"format '{f.id}'"
+        cite(f.id, label, "sources", f.sources)
+        ref(f.id, label, "default", f.default, kb.tensor_types, "tensor type")
+        ref(f.id, label, "norm_type", f.norm_type, kb.tensor_types, "tensor type")
+        if f.extends:
+            ref(f.id, label, "extends", f.extends, kb.formats, "format")
+        for i, r in enumerate(f.rules):
+            ref(f.id, label, f"rules[{i}].type", r.type, kb.tensor_types, "tensor type")
+            if r.misfit:
+                ref(f.id, label, f"rules[{i}].misfit", r.misfit, kb.tensor_types, "tensor type")
+    for rt in kb.runtimes.values():
+        cite(rt.id, f"runtime '{rt.id}'", "sources", rt.sources)
+        for i, m in enumerate(rt.methods):
+            ref(rt.id, f"runtime '{rt.id}'", f"methods[{i}]", m, kb.methods, "method")
 
 
 def _check_orderings(kb: KB) -> list[Problem]:
@@ -456,6 +506,10 @@ def iter_citations(kb: KB) -> Iterator[tuple[str, str, str]]:
     for g in kb.goals.values():
         for s in g.sources:
             yield s, f"goal:{g.id}", "sources"
+    for section in ("tensor_types", "formats", "runtimes"):
+        for r in kb.section(section).values():
+            for s in r.sources:
+                yield s, f"{section.rstrip('s')}:{r.id}", "sources"
 
 
 def kb_json(kb: KB) -> str:

@@ -302,6 +302,13 @@ def _requirement_problems(plan: Plan, kb: KB, file: str) -> list[Problem]:
                                               f"teacher '{plan.teacher}' uses {tt or 'an unknown one'}, "
                                               f"student '{plan.base_model}' uses {st or 'an unknown one'}",
                                         label, where))
+        if need.tokenizer_mismatch and plan.teacher:
+            st = student.tokenizer if student else None
+            tt = (teacher.tokenizer if teacher else None) or (sc.teacher.tokenizer if sc else None)
+            if st is not None and st == tt:
+                problems.append(Problem(file, f"is useful only when teacher and student tokenizers "
+                                              f"differ: teacher '{plan.teacher}' and student "
+                                              f"'{plan.base_model}' share {st}", label, where))
         tier = need.data.value
         if tiers is not None and tier != "none" and tier not in tiers:
             problems.append(Problem(file, f"needs data tier '{tier}'; the plan's scenario provides "

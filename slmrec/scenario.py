@@ -130,8 +130,9 @@ class Preferences(_Rec):
                                                      "the target and only a local teacher may see it")
     include: list[str] = Field(default_factory=list, description="methods the plan must contain")
     exclude: list[str] = Field(default_factory=list, description="methods the plan must not use")
-    max_steps: int = Field(default=5, ge=1, le=12, description="steps the search may choose to "
-                           "fit the target; the stages the goals call for come on top")
+    max_steps: int = Field(default=5, ge=1, le=12, description="steps that change the model, "
+                           "the stages the goals call for included; evaluation and deployment "
+                           "steps come on top")
     runnable: bool = Field(default=False, description="plan only methods this installation can "
                                                       "execute (a registered runner)")
     conservative: bool = Field(default=False, description="check tolerance against the high "

@@ -290,6 +290,10 @@ class Requirements(Record):
     tokenizer_match: bool = Field(
         default=False, description="teacher and student must share a tokenizer/vocabulary"
     )
+    tokenizer_mismatch: bool = Field(
+        default=False, description="useful only when teacher and student tokenizers differ "
+                                   "(cross-tokenizer distillation); with a shared tokenizer the "
+                                   "same-tokenizer methods do the job")
     training: bool = False
     compute: ComputeScale = ComputeScale.none
     hardware_to_run: list[Id] = Field(default_factory=list, description="capability ids")
@@ -297,6 +301,14 @@ class Requirements(Record):
         default_factory=list, description="capability ids of which at least one is needed")
     hardware_to_benefit: list[Id] = Field(default_factory=list, description="capability ids")
     note: str | None = None
+
+    @model_validator(mode="after")
+    def _tokenizers(self) -> "Requirements":
+        if self.tokenizer_match and self.tokenizer_mismatch:
+            raise ValueError("tokenizer_match and tokenizer_mismatch cannot both be true")
+        if self.tokenizer_mismatch and self.teacher == TeacherAccess.none:
+            raise ValueError("tokenizer_mismatch needs a teacher (requires.teacher)")
+        return self
 
 
 class Evidence(Record):
@@ -371,6 +383,9 @@ class Transform(Record):
         default=None, description="extra parameters at inference (unmerged adapters, drafts)"
     )
     init_from_scratch: bool = False
+    format: Id | ParamRef | None = Field(
+        default=None, description="storage format id (kb formats) the step writes; its per-tensor "
+                                  "layout then decides size and bits read per token")
     note: str | None = None
 
 
@@ -445,6 +460,10 @@ class Method(Record):
     cost: StepCost = Field(default_factory=StepCost)
     params: dict[str, ParamSpec] = Field(default_factory=dict)
     serves: list[Id] = Field(default_factory=list, description="goal ids this method serves")
+    yields: list[Literal["artifact", "runtime"]] = Field(
+        default_factory=list, description="what the step hands to the target: an artifact (a "
+                                          "file in a format a runtime loads) or a runtime that "
+                                          "serves the model (goals may require one to be served)")
     runner: str | None = Field(default=None, description="runner id that executes this method")
     plannable: bool = Field(
         default=True, description="false for methods that are knowledge only, not plan steps"
@@ -565,12 +584,111 @@ class BaseModelCard(Record):
         return self.head_dim or self.hidden // self.heads
 
 
+class GoalServedBy(Record):
+    """What a method must be to serve a goal (checked by the loader for every `serves`)."""
+
+    yields: list[Literal["artifact", "runtime"]] = Field(
+        default_factory=list, description="the method must yield one of these (method `yields`)")
+    training: bool = Field(default=False, description="the method must train the model")
+
+
 class Goal(Record):
     """What a lifecycle must achieve for a scenario; methods say which goals they serve."""
 
     id: Id
     name: str
     summary: str = Field(min_length=1)
+    sources: list[Id] = Field(min_length=1)
+    served_by: GoalServedBy = Field(default_factory=GoalServedBy)
+
+
+# --------------------------------------------------------------------------------------------
+# Storage formats and runtime profiles (what the estimator prices sizes and speeds with)
+# --------------------------------------------------------------------------------------------
+
+TensorClass = Literal["embed", "output", "attn_q", "attn_k", "attn_v", "attn_o", "ffn_gate",
+                      "ffn_up", "ffn_down", "norm"]
+
+
+class TensorType(Record):
+    """How one storage type lays out weights: `bytes` per block of `block` weights (a float type
+    has block 1), plus what a quantized checkpoint keeps beside the packed values."""
+
+    id: Id
+    name: str
+    block: int = Field(gt=0, description="weights per block (a row must be a multiple)")
+    bytes: float = Field(gt=0, description="bytes one block takes, scales and minimums included")
+    fallback: Id | None = Field(default=None, description="type used when a row is not a "
+                                                          "multiple of block")
+    column_bits: float = Field(default=0.0, ge=0, description="extra bits per input column "
+                                                              "(GPTQ's g_idx)")
+    row_bits: float = Field(default=0.0, ge=0, description="extra bits per output row (a "
+                                                           "per-channel scale)")
+    dequantizes: bool = Field(default=False, description="kernels unpack it before the matmul")
+    note: str | None = None
+    sources: list[Id] = Field(min_length=1)
+
+    @property
+    def bits(self) -> float:
+        return self.bytes * 8 / self.block
+
+
+class FormatRule(Record):
+    """Tensors of these classes (in these layers) are stored as `type`."""
+
+    tensors: list[TensorClass] = Field(min_length=1)
+    type: Id
+    layers: Literal["all", "more-bits"] | None = Field(
+        default=None, description="more-bits: llama.cpp's use_more_bits (first and last eighth, "
+                                  "every third between)")
+    first: int | None = Field(default=None, ge=0, description="only the first N layers")
+    first_fraction: float | None = Field(default=None, gt=0, le=1,
+                                         description="only layers i < n*fraction")
+    min_gqa: int | None = Field(default=None, gt=0, description="only when heads/kv_heads >= N")
+    misfit: Id | None = Field(default=None, description="type instead when a row is not a "
+                                                        "multiple of the rule type's block")
+
+
+class Format(Record):
+    """A checkpoint format: a default tensor type, rules per tensor class (first match wins)."""
+
+    id: Id
+    name: str
+    container: Literal["gguf", "safetensors", "pte", "onnx"]
+    default: Id
+    rules: list[FormatRule] = Field(default_factory=list)
+    extends: Id | None = Field(default=None, description="a format whose rules follow these")
+    unties_embeddings: bool = Field(default=False, description="a tied table is written twice "
+                                                               "(embedding and head)")
+    norm_type: Id = Field(default="ggml-f32", description="type of 1-D tensors (norms, biases)")
+    overhead_bytes: float = Field(default=0.0, ge=0, description="fixed metadata bytes")
+    aliases: list[str] = Field(default_factory=list)
+    note: str | None = None
+    sources: list[Id] = Field(min_length=1)
+
+
+class RuntimeFit(Record):
+    """A runtime's decode/prefill constants on one hardware class (fitted to published speeds)."""
+
+    hardware_class: str = Field(min_length=1)
+    bandwidth_efficiency: float = Field(gt=0, le=1.2)
+    compute_efficiency: float = Field(default=0.5, gt=0, le=1.2)
+    token_ms: float = Field(default=0.0, ge=0, description="fixed time per decoded token")
+    layer_ms: float = Field(default=0.0, ge=0, description="fixed time per layer per token")
+    dequant_layer_ms: float = Field(default=0.0, ge=0, description="extra per layer when "
+                                                                   "weights are dequantized")
+    rows: int = Field(default=0, ge=0, description="published rows the fit used")
+    basis: Literal["fitted", "assumed"] = "fitted"
+
+
+class Runtime(Record):
+    """An inference runtime family and its per-hardware-class constants."""
+
+    id: Id
+    name: str
+    methods: list[Id] = Field(default_factory=list, description="deployment methods that run it")
+    fits: list[RuntimeFit] = Field(min_length=1)
+    note: str | None = None
     sources: list[Id] = Field(min_length=1)
 
 
@@ -584,6 +702,9 @@ SECTIONS: dict[str, type[Record]] = {
     "relations": Relation,
     "hardware": Hardware,
     "models": BaseModelCard,
+    "tensor_types": TensorType,
+    "formats": Format,
+    "runtimes": Runtime,
 }
 
 

@@ -1,8 +1,11 @@
 """GPTQ (Frantar et al. 2022): quantize each linear column by column, feeding every column's
 rounding error back into the not-yet-quantized columns through the inverse Hessian of the layer's
 calibration inputs. Layers are processed in order, each on the outputs of the already-quantized
-layers before it. Groups are static (computed from the original weight) so that activation
-ordering (largest Hessian diagonal first) keeps one scale per contiguous group.
+layers before it. Without activation ordering, each group's scale and zero point come from the
+weights as the error feedback has updated them when the sweep reaches the group (as the reference
+implementation does); with it (largest Hessian diagonal first) groups are static, computed from the
+original weight, so that one scale still covers each contiguous group. Linears fed the very same
+input tensor (q/k/v, gate/up) share one Hessian.
 """
 
 from __future__ import annotations
@@ -48,31 +51,69 @@ def _gptq_weight(w, h, bits, group_size, damp, block, act_order):
     dead = torch.diag(h) == 0
     h[dead, dead] = 1
     w[:, dead] = 0
-    scale, zero = group_params(w, bits, group_size)
-    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(n)
-    w, h = w[:, perm], h[perm][:, perm]
-    cols = perm // group_size
-    s_col, z_col = scale[:, cols], zero[:, cols]
-    qmax = 2**bits - 1
+    if act_order:
+        scale, zero = group_params(w, bits, group_size)
+        perm = torch.argsort(torch.diag(h), descending=True)
+        w, h = w[:, perm], h[perm][:, perm]
+        cols = perm // group_size
+        grid = _Grid(bits, group_size, scale[:, cols].t().contiguous(), zero[:, cols].t().contiguous())
+    else:
+        perm = torch.arange(n)
+        grid = _Grid(bits, group_size)
     hinv = _inverse_cholesky(h, damp)
     codes = torch.zeros_like(w)
-    _columns(w, hinv, codes, s_col, z_col, qmax, block)
+    _columns(w, hinv, codes, grid, block)
+    if not act_order:
+        scale, zero = grid.scale, grid.zero
     codes = codes[:, torch.argsort(perm)]
     return codes.to(torch.uint8), scale, zero
 
 
-def _columns(w, hinv, codes, s_col, z_col, qmax: int, block: int) -> None:
+class _Grid:
+    """Per-column scale and zero (transposed: one row per column). Static when given; otherwise
+    each group's is computed when the sweep reaches its first column, from the weights as updated
+    so far (columns of the current block as they were when the block started, like the
+    reference implementation)."""
+
+    def __init__(self, bits: int, group_size: int, st=None, zt=None):
+        self.bits, self.group_size, self.qmax = bits, group_size, 2**bits - 1
+        self.st, self.zt = st, zt
+        self.lazy = st is None
+        self.scale_cols: list[torch.Tensor] = []
+        self.zero_cols: list[torch.Tensor] = []
+
+    def at(self, j: int, wt: torch.Tensor):
+        """(scale, zero) rows for column j; wt is the transposed weight (in, out)."""
+        if not self.lazy:
+            return self.st[j], self.zt[j]
+        if j % self.group_size == 0:
+            s, z = group_params(wt[j: j + self.group_size].t(), self.bits, self.group_size)
+            self.scale_cols.append(s[:, 0])
+            self.zero_cols.append(z[:, 0])
+        return self.scale_cols[-1], self.zero_cols[-1]
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return torch.stack(self.scale_cols, dim=1)
+
+    @property
+    def zero(self) -> torch.Tensor:
+        return torch.stack(self.zero_cols, dim=1)
+
+
+def _columns(w, hinv, codes, grid: _Grid, block: int) -> None:
     """The GPTQ sweep (in place): quantize column i, spread its error over columns > i.
     Works on transposed copies so that each column is a contiguous row."""
     n = w.shape[1]
-    wt, st, zt = w.t().contiguous(), s_col.t().contiguous(), z_col.t().contiguous()
+    wt = w.t().contiguous()
     qt = torch.empty_like(wt)
     for i1 in range(0, n, block):
         i2 = min(i1 + block, n)
         w1, err1, hinv1 = wt[i1:i2].clone(), torch.empty_like(wt[i1:i2]), hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
-            col, s, z = w1[i], st[i1 + i], zt[i1 + i]
-            q = (col / s + z).round_().clamp_(0, qmax)
+            col = w1[i]
+            s, z = grid.at(i1 + i, wt)
+            q = (col / s + z).round_().clamp_(0, grid.qmax)
             qt[i1 + i] = q
             err = (col - (q - z) * s) / hinv1[i, i]
             w1[i:] -= hinv1[i, i:, None] * err[None, :]
@@ -104,30 +145,51 @@ def quantize_gptq(model, calib: torch.Tensor, bits: int, group_size: int, damp: 
     done = 0
     for li, layer in enumerate(layers):
         names = [n for n, m in layer.named_modules() if type(m) is nn.Linear]
-        hess = {n: torch.zeros(layer.get_submodule(n).in_features, layer.get_submodule(n).in_features) for n in names}
-        counts = dict.fromkeys(names, 0)
-
-        def hook(name):
-            def fn(mod, args, out):
-                x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
-                hess[name] += x.T @ x
-                counts[name] += len(x)
-            return fn
-
-        handles = [layer.get_submodule(n).register_forward_hook(hook(n)) for n in names]
-        for args, kwargs in inputs:
-            layer(*args, **kwargs)
-        for hnd in handles:
-            hnd.remove()
+        hessians = _layer_hessians(layer, names, inputs)
         for n in names:
             lin = layer.get_submodule(n)
-            codes, scale, zero = gptq_weight(lin.weight, hess[n] / max(1, counts[n]), bits, group_size,
-                                             damp, act_order=act_order)
+            codes, scale, zero = gptq_weight(lin.weight, hessians[n], bits, group_size, damp,
+                                             act_order=act_order)
             replace_module(layer, n, QuantLinear.from_codes(codes, scale, zero, bits, group_size, lin.bias))
             done += 1
         inputs = [(_with_hidden(args, _hidden(layer(*args, **kwargs))), kwargs) for args, kwargs in inputs]
         progress(li + 1, len(layers))
     return done
+
+
+def _layer_hessians(layer, names: list[str], inputs) -> dict[str, torch.Tensor]:
+    """Mean X^T X of each linear's input over the calibration batches. Linears that receive the
+    very same input tensor in a forward pass (q/k/v, gate/up) share one Hessian, built once."""
+    hess: dict[str, torch.Tensor] = {}
+    counts = dict.fromkeys(names, 0)
+    owner: dict[str, str] = {}
+    batch: dict[int, tuple[torch.Tensor, str]] = {}  # id(input) -> (input kept alive, first user)
+
+    def hook(name):
+        def fn(mod, args, out):
+            x = args[0]
+            first = batch.setdefault(id(x), (x, name))[1]
+            owner[name] = first
+            if first != name:
+                return
+            flat = x.detach().reshape(-1, x.shape[-1]).float()
+            hess[name] = hess[name] + flat.T @ flat if name in hess else flat.T @ flat
+            counts[name] += len(flat)
+        return fn
+
+    handles = [layer.get_submodule(n).register_forward_hook(hook(n)) for n in names]
+    try:
+        for args, kwargs in inputs:
+            batch.clear()
+            layer(*args, **kwargs)
+    finally:
+        batch.clear()
+        for hnd in handles:
+            hnd.remove()
+    means = {n: hess[n] / max(1, counts[n]) for n in hess}
+    unused = {n: torch.zeros(layer.get_submodule(n).in_features, layer.get_submodule(n).in_features)
+              for n in names if n not in owner}  # never called: every column is treated as dead
+    return {n: unused[n] if n in unused else means[owner[n]] for n in names}
 
 
 def _capture_first_layer(model, first, calib, batch_size):

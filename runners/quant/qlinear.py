@@ -4,6 +4,11 @@ Layout: a weight (out, in) is split along `in` into groups of `group_size` colum
 each row has an fp16 scale and a uint8 zero point (asymmetric min/max grid). int8 codes are stored
 one per byte, int4 codes two per byte (even column in the low nibble), so the serialised size is
 the real packed size. An embedding table (vocab, hidden) has the same layout as a linear weight.
+
+Forward: a call with at most KERNEL_MAX_ROWS token rows (decoding) runs torch's packed CPU
+kernels on a copy of the codes repacked once at first use (see runners/quant/kernels.py): that is
+what makes packed weights faster than fp32 to decode. Longer inputs (prefill) dequantise the
+weight and call F.linear, which is faster there. The stored format is unchanged.
 """
 
 from __future__ import annotations
@@ -121,7 +126,14 @@ class QuantLinear(nn.Module):
         return rows.view(*ids.shape, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from runners.quant import kernels
         bias = None if self.bias is None else self.bias.to(x.dtype)
+        rows = x.numel() // max(1, x.shape[-1])
+        if rows <= kernels.KERNEL_MAX_ROWS and x.device.type == "cpu":
+            kernel = kernels.packed_kernel(self)
+            if kernel is not None:
+                y = kernel(x.reshape(rows, self.in_features)).view(*x.shape[:-1], self.out_features)
+                return y if bias is None else y + bias
         return F.linear(x, self.dequantize(x.dtype), bias)
 
     def extra_repr(self) -> str:

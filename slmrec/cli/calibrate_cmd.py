@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", metavar="PATH", help="run store (default: $SLMREC_STORE or the user store)")
     p.add_argument("-o", "--output", metavar="FILE", default="calibration.json",
                    help="where to write the calibration JSON (default: calibration.json)")
-    p.add_argument("--min-rows", type=int, default=3, help="measurements a metric needs to be fitted")
+    p.add_argument("--min-rows", type=int, default=1, help="measurements a metric needs to be "
+                   "fitted (offsets with few rows are shrunk towards no correction anyway)")
     p.add_argument("--json", action="store_true", help="print the fitted calibration as JSON")
     p.set_defaults(handler=_calibrate)
 
@@ -33,7 +34,9 @@ def _calibrate(args) -> int:
     if not path.exists():
         raise SlmrecError.one(str(path), "no run store here yet; run a plan first "
                                          "(`slmrec run PLAN.yaml` or `make run`)")
-    cal = Calibration.from_store(path, min_rows=args.min_rows)
+    from slmrec.kb import load_kb
+
+    cal = Calibration.from_store(path, min_rows=args.min_rows, kb=load_kb())
     if not cal.fits:
         raise SlmrecError.one(str(path), f"too few measurements to fit anything (each metric "
                                          f"needs {args.min_rows}); run more plans first")
@@ -43,10 +46,12 @@ def _calibrate(args) -> int:
         return 0
     rows = []
     for metric, fit in sorted(cal.fits.items()):
-        space = "log" if fit.kind == "log" else "linear"
-        rows.append([metric, fit.n, space, f"{fit.a:+.3f}", f"{fit.b:.3f}", f"{fit.resid:.3f}",
-                     ", ".join(f"{m} {c:+.2f}" for m, c in sorted(fit.per_method.items()))])
-    print(table(rows, ["metric", "rows", "space", "offset", "slope", "resid", "per method"]))
+        cv = "–" if fit.cv_before is None else f"{fit.cv_before:.3f} -> {fit.cv_after:.3f}"
+        rows.append([metric, fit.n, fit.loaded, fit.kind, f"{fit.alpha:g}", cv,
+                     ", ".join(f"{k} {c:+.2f} ({fit.rows[k]:g})"
+                               for k, c in sorted(fit.offsets.items()))])
+    print(table(rows, ["metric", "rows", "loaded", "space", "shrink", "LOO |err| before -> after",
+                       "offsets (rows)"]))
     print(f"\nwrote {out} from {cal.rows_used} measurements in {path}; "
           f"use it with: slmrec recommend --calibration {out} ...")
     return 0

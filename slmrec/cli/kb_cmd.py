@@ -6,6 +6,9 @@ import argparse
 
 from slmrec.cli.common import add_kb_flag, kb_from, print_json, table
 
+WIDTH = 110  # `kb show` clips long lines to this many characters unless --all
+NOTES = 2  # ... and prints this many notes per kind of relation
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("kb", help="validate, summarise, show and search the knowledge base")
@@ -31,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                         "everything linked to it")
     sh.add_argument("id")
     add_kb_flag(sh)
+    sh.add_argument("--all", action="store_true",
+                    help="every relation with its note and sources, every link (default: one "
+                         "line per kind of relation)")
     sh.add_argument("--json", action="store_true", help="machine-readable output")
     sh.set_defaults(handler=_show)
 
@@ -123,6 +129,7 @@ def _show(args) -> int:
         print_json(data)
         return 0
     rec = data["record"]
+    say = print if args.all else (lambda line: print(_clip(line)))
     title = rec.get("name") or rec.get("title") or args.id
     print(f"{title}  [{data['kind']} {args.id}]  ({data['defined_in']})")
     for key in ("summary", "component", "family", "pathway", "class", "runner"):
@@ -130,25 +137,54 @@ def _show(args) -> int:
             print(f"  {key}: {rec[key]}")
     if "requirements" in data:
         req = data["requirements"]
-        print("  requires: " + ", ".join(f"{k}={v}" for k, v in req.items()
+        say("  requires: " + ", ".join(f"{k}={v}" for k, v in req.items()
                                           if v not in (None, [], False, "none")))
     effects = rec.get("effects", {})
     for kind in ("quality", "recovery", "speedup"):
         for ev in effects.get(kind, []):
             rng = "unpublished" if ev.get("low") is None else f"{ev['low']}..{ev['high']}"
             when = f" when {ev['when']}" if ev.get("when") else ""
-            print(f"  {kind}: {rng}{when} [{ev['source']}] {ev.get('setting') or ev.get('note') or ''}".rstrip())
+            say(f"  {kind}: {rng}{when} [{ev['source']}] {ev.get('setting') or ev.get('note') or ''}".rstrip())
     if effects.get("transform"):
         print(f"  transform: {effects['transform']}")
-    for key in ("comes_after", "comes_before", "recovered_by", "conflicts_with", "methods", "cited_by"):
+    links = ("comes_after", "comes_before", "recovered_by", "conflicts_with") if args.all else ()
+    for key in links + ("methods", "cited_by"):
         if data.get(key):
-            print(f"  {key.replace('_', ' ')}: {', '.join(data[key])}")
-    rels = data.get("relations", {})
-    for r in rels.get("out", []) + rels.get("in", []):
-        print(f"  {r['from']} {r['kind']} {r['to']}: {r['note']} [{', '.join(r['sources'])}]")
+            say(f"  {key.replace('_', ' ')}: {', '.join(data[key])}")
+    if "relations" in data:
+        _print_relations(kb, args.id, args.all)
     for s in data.get("sources", []):
         print(f"  source {s['id']}: {s['title']} ({s['year']}) {s['identifier']}")
     return 0
+
+
+def _clip(text: str, width: int = WIDTH) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _print_relations(kb, id: str, everything: bool) -> None:
+    """One line per kind and direction, each distinct note once under it (clipped to the
+    screen); with `everything`, each relation with its full note and sources."""
+    from slmrec.relation_groups import relation_groups
+
+    for g in relation_groups(kb, id):
+        ids = [m for m, _ in g.members]
+        line = f"  {g.label} ({len(ids)}): {', '.join(ids)}"
+        print(line if everything else _clip(line))
+        if everything:
+            for (other, note), sources in zip(g.members, g.sources):
+                print(f"    {other}: {note} [{', '.join(sources)}]")
+            continue
+        notes: dict[str, int] = {}
+        for _, note in g.members:
+            if note:
+                notes[note] = notes.get(note, 0) + 1
+        # The most shared notes first; the rest are one --all away.
+        ranked = sorted(notes.items(), key=lambda kv: -kv[1])
+        for note, n in ranked[:NOTES]:
+            print(_clip(f"    {'' if n == 1 else f'({n}×) '}{note}"))
+        if len(ranked) > NOTES:
+            print(f"    … {len(ranked) - NOTES} more notes (--all)")
 
 
 def _search(args) -> int:

@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ps.add_argument("id", metavar="ID", help="run id (see `slmrec runs list`)")
     pc = rs.add_parser("compare", help="two runs side by side, metric by metric")
     pc.add_argument("ids", metavar="ID", nargs=2, help="two run ids: A, then B")
+    pc.add_argument("--all", action="store_true",
+                    help="every metric (default: quality, size, latency, memory, time)")
     for q in (pl, ps, pc):
         q.add_argument("--store", metavar="PATH", help=STORE_HELP)
         q.add_argument("--json", action="store_true", help="machine-readable output")
@@ -87,8 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                          progress=not args.quiet and not args.json and sys.stderr.isatty(),
                          log=lambda msg: print(msg, file=sys.stderr))
     except KeyboardInterrupt:
-        print(f"interrupted; continue with: slmrec run {args.plan} --out {out} --resume",
-              file=sys.stderr)
+        print(f"interrupted; continue with: {resume_command(args, out)}", file=sys.stderr)
         return 1
     except OSError as exc:  # a write the executor does not guard (it guards its bookkeeping)
         from slmrec.safeio import os_error
@@ -105,8 +106,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{run} {report.status}" + (f": {report.reason}" if report.reason else "")
               + f" (report: {out / 'report.md'})")
         if not report.ok:
-            print(f"continue with: slmrec run {args.plan} --out {out} --resume", file=sys.stderr)
+            print(f"continue with: {resume_command(args, out)}", file=sys.stderr)
     return report.exit_code
+
+
+def resume_command(args: argparse.Namespace, out: Path) -> str:
+    """The command that continues this run: the original one, every option kept (model, data,
+    store, seed, KB overlays, ...), with --out pointing at the run folder and --resume."""
+    import shlex
+
+    cmd = ["slmrec", "run", str(args.plan)]
+    for flag, value in (("--model", args.model), ("--data", args.data),
+                        ("--store", args.store)):
+        if value:
+            cmd += [flag, str(value)]
+    for path in getattr(args, "kb", None) or []:
+        cmd += ["--kb", str(path)]
+    if args.seed != 0:
+        cmd += ["--seed", str(args.seed)]
+    for flag, on in (("--no-store", args.no_store),
+                     ("--allow-memory-overrun", args.allow_memory_overrun),
+                     ("--quiet", args.quiet), ("--json", args.json)):
+        if on:
+            cmd.append(flag)
+    return shlex.join(cmd + ["--out", str(out), "--resume"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -194,32 +217,83 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_runs_compare(args: argparse.Namespace) -> int:
-    store = _store(args)
-    a, b = (store.run(i) for i in args.ids)
+# `runs compare` shows these by default, in this order (--all: every metric).
+COMPARE_HEADLINE = ("quality_loss_pct", "probe_ppl", "ppl", "size_mb", "params",
+                    "decode_ms_per_token", "inference_memory_mb", "peak_memory_mb", "wall_s")
 
-    def key(m):
-        return ("plan" if m["step_index"] is None else m["step_index"] + 1, m["method"], m["metric"])
 
-    ma = {key(m): m["measured"] for m in a["measurements"]}
-    mb = {key(m): m["measured"] for m in b["measurements"]}
-    keys = sorted(set(ma) | set(mb), key=lambda k: (k[0] == "plan", str(k[0]).zfill(4), k[2]))
+def compare_rows(a: dict, b: dict) -> list[dict]:
+    """Runs A and B metric by metric, per step and for the final model. A perplexity is keyed
+    by its text slice too, so figures on different slices land on different rows (no ratio)."""
+    from runners.report import final_runner, metric_slice
+
+    def table(run):
+        runners = {s["step_index"]: s["runner"] for s in run["steps"]}
+        last = final_runner([{**s, "metrics": {m["metric"]: 1 for m in run["measurements"]
+                                               if m["step_index"] == s["step_index"]}}
+                             for s in run["steps"]])
+        out = {}
+        for m in run["measurements"]:
+            step = "plan" if m["step_index"] is None else m["step_index"] + 1
+            runner = last if m["step_index"] is None else runners.get(m["step_index"])
+            out[(step, m["metric"], metric_slice(m["metric"], runner))] = (m["method"],
+                                                                          m["measured"])
+        return out
+
+    ta, tb = table(a), table(b)
+    order = {m: i for i, m in enumerate(COMPARE_HEADLINE)}
+    keys = sorted(set(ta) | set(tb), key=lambda k: (k[0] != "plan", str(k[0]).zfill(4),
+                                                     order.get(k[1], 99), k[1], str(k[2])))
     rows = []
     for k in keys:
-        va, vb = ma.get(k), mb.get(k)
+        (ma, va), (mb, vb) = ta.get(k, (None, None)), tb.get(k, (None, None))
         ratio = vb / va if va and vb is not None else None
-        rows.append({"step": k[0], "method": k[1], "metric": k[2], "a": va, "b": vb,
-                     "b_over_a": ratio})
+        rows.append({"step": k[0], "metric": k[1], "slice": k[2], "method_a": ma,
+                     "method_b": mb, "a": va, "b": vb, "b_over_a": ratio})
+    return rows
+
+
+def cmd_runs_compare(args: argparse.Namespace) -> int:
+    from runners.report import slice_warnings
+
+    store = _store(args)
+    a, b = (store.run(i) for i in args.ids)
+    rows = compare_rows(a, b)
+    # Same metric, same step, on two slices: a warning, and neither row gets a ratio.
+    split = {(r["step"], r["metric"]) for r in rows if r["a"] is None or r["b"] is None}
+    warnings = slice_warnings([{"metric": r["metric"], "slice": r["slice"], "measured": v}
+                               for r in rows for v in (r["a"], r["b"]) if v is not None
+                               and (r["step"], r["metric"]) in split])
     if args.json:
         print_json({"a": {k: a[k] for k in ("id", "name", "status", "base_model", "plan_hash")},
                     "b": {k: b[k] for k in ("id", "name", "status", "base_model", "plan_hash")},
-                    "rows": rows})
+                    "rows": rows, "warnings": warnings})
         return 0
     print(f"A = run {a['id']} ({a['name'] or '–'}, {a['status']}), "
           f"B = run {b['id']} ({b['name'] or '–'}, {b['status']})")
     if a["plan_hash"] != b["plan_hash"]:
-        print("the two runs executed different plans")
-    print(table([[r["step"], r["method"], r["metric"], _fmt(r["a"]), _fmt(r["b"]),
-                  _fmt(r["b_over_a"]) + ("×" if r["b_over_a"] is not None else "")] for r in rows],
-                ["step", "method", "metric", "A", "B", "B/A"]))
+        def chain(run):
+            return " → ".join(s["method"] for s in run["steps"]) or "no step"
+
+        print(f"different plans: A {chain(a)}; B {chain(b)}")
+    shown = rows if args.all else [r for r in rows if r["metric"] in COMPARE_HEADLINE]
+    groups: dict = {}
+    for r in shown:
+        groups.setdefault(r["step"], []).append(r)
+    for step, group in groups.items():
+        if step == "plan":
+            print("\nfinal model")
+        else:
+            ma = next((r["method_a"] for r in group if r["method_a"]), "–")
+            mb = next((r["method_b"] for r in group if r["method_b"]), "–")
+            print(f"\nstep {step}: A {ma}" + ("" if ma == mb else f", B {mb}"))
+        print(table([[r["metric"], r["slice"] or "", _fmt(r["a"]), _fmt(r["b"]),
+                      _fmt(r["b_over_a"]) + ("×" if r["b_over_a"] is not None else "")]
+                     for r in group], ["metric", "slice", "A", "B", "B/A"]))
+    for w in warnings:
+        print(w)
+    hidden = len(rows) - len(shown)
+    if hidden:
+        print(f"\n{hidden} more rows (bookkeeping and secondary metrics): --all; "
+              "--json for everything")
     return 0

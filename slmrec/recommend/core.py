@@ -24,7 +24,8 @@ from typing import Any
 
 from slmrec.kb import KB, load_kb
 from slmrec.plan import Counterfactual, Plan, Rejection
-from slmrec.recommend.counterfactuals import _counterfactuals
+from slmrec.recommend.counterfactuals import _counterfactuals, _discrete_variants
+from slmrec.recommend.counterfactuals_stages import stage_counterfactuals
 from slmrec.recommend.explain import _plan
 from slmrec.recommend.explain_goals import goal_rejections
 from slmrec.recommend.goals import implied_goals
@@ -129,6 +130,10 @@ def _recommend(scenario: Scenario | str | Path, kb: KB | None, top_k: int, calib
             rec.rejected = goal_rejections(rec.rejected, top_life, kb)
     if counterfactuals and (cands or runs):
         rec.counterfactuals = _counterfactuals(idx, sc, runs, cands, calibration, feasible)
+        if lives:
+            life, run = lives[0]
+            rec.counterfactuals += stage_counterfactuals(idx, sc, life.core, run, life,
+                                                         calibration, _discrete_variants(kb, sc))
     if plans:
         top = plans[0]
         top.rejected = rec.rejected

@@ -104,7 +104,7 @@ def _tolerance_counterfactual(runs: list[Search], tol: float, top: Candidate | N
     """The tolerance also scales the quality objective, so a ladder of tolerances is searched
     (the spaces do not depend on it: the same searches are re-run with other limits)."""
     ladder = sorted({round(x, 2) for x in (tol * 1.5, tol * 2, tol * 3, tol * 5, tol * 10,
-                                           tol + 1, tol + 2, tol + 5) if x > tol})
+                                           tol + 1, tol + 2, tol + 5, tol + 10) if x > tol})
     for t in ladder:
         board = Board(1)
         for r in runs:

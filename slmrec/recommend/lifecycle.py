@@ -41,6 +41,8 @@ class Lifecycle:
     missing: dict[str, str] = field(default_factory=dict)         # goal -> why uncovered
     tried: dict[str, str] = field(default_factory=dict)           # method -> why not chosen
     goals: list[GoalNeed] = field(default_factory=list)
+    core: Candidate | None = None   # the fit-the-target chain the stages were added to
+    device_bound: set[str] = field(default_factory=set)   # stage steps refused for step limits
 
     @property
     def complete(self) -> bool:
@@ -69,10 +71,11 @@ def _stage_options(run: Search, need: GoalNeed, chain: tuple[Option, ...]) -> li
             pool += [o for o in sp.idx.options.get(mid, ()) if o.quality is not None]
     for o in pool:
         m = kb.methods[o.method]
-        if goal not in m.serves or o.method in have or o.method in by_method:
+        # which methods may serve a goal is data: `serves`, held to the goal's `served_by`
+        # (a stage goal needs a step that trains, deploy-runtime one that yields an artifact or
+        # a runtime) by the loader
+        if goal not in goal_serves(kb, o.method) or o.method in have or o.method in by_method:
             continue
-        if goal not in BOOKENDS and not (m.requires.training or o.cost["passes"] == "train"):
-            continue   # a goal about what the model knows or does is served by training it
         if need.tiers and m.requires.data.value not in need.tiers:
             continue   # it must use what implied the goal (the domain corpus, the pairs)
         by_method[o.method] = o
@@ -117,9 +120,11 @@ def compose(run: Search, cand: Candidate, needs: list[GoalNeed]) -> Lifecycle:
     kb = sp.kb
     held = sp.sc.data.tokens()
     chain = tuple(cand.options)
-    life = Lifecycle(cand, cand.score, goals=needs)
+    life = Lifecycle(cand, cand.score, goals=needs, core=cand)
     base_viol = set(cand.violations)
-    saved = run.max_steps   # max_steps bounds the fit-the-target chain; stages come on top
+    # max_steps bounds the steps that change the model, stages included (checked per stage in
+    # _add_stages); the search's own bound is lifted so that bookends can be placed
+    saved = run.max_steps
     run.max_steps = max(saved, len(chain)) + 3 * len(needs)
     try:
         _add_stages(run, life, needs, chain, base_viol, held)
@@ -154,6 +159,13 @@ def _add_stages(run: Search, life: Lifecycle, needs: list[GoalNeed], chain: tupl
             continue
         if g in covered([o.method for o in chain], kb, True):
             continue
+        limit = sp.sc.preferences.max_steps
+        used = sum(1 for o in chain if not set(goal_serves(kb, o.method)) & set(BOOKENDS))
+        if g not in BOOKENDS and used >= limit:
+            life.missing[g] = (f"{goal_name(kb, g)} ({need.why}) is not covered: the plan already "
+                               f"has {used} steps that change the model (preferences.max_steps "
+                               f"{limit}; evaluation and deployment steps come on top)")
+            continue
         best = None
         opts = _stage_options(run, need, chain)
         ranked = []
@@ -180,6 +192,8 @@ def _add_stages(run: Search, life: Lifecycle, needs: list[GoalNeed], chain: tupl
                 k = sorted(new)[0]
                 v, lim = c2.violations[k]
                 label, unit = _LABELS.get(k, (k.replace("_", " "), ""))
+                if k.startswith("step_"):
+                    life.device_bound.add(o.method)
                 life.tried[o.method] = (f"with it the {label} is {v:,.0f} {unit} > {lim:,.0f} "
                                         f"{unit} on {_device(run, k)}")
                 continue

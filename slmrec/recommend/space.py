@@ -329,6 +329,7 @@ def build_space(idx: KBIndex, sc: Scenario, model: str, *, calibration: Any = No
         rq = m.requires
         sig = (rq.data, rq.data_amount.count if rq.data_amount else None,
                rq.data_amount.unit if rq.data_amount else None, rq.teacher, rq.tokenizer_match,
+               rq.tokenizer_mismatch,
                rq.training, rq.compute, tuple(rq.hardware_to_run), m.cost.passes,
                m.cost.teacher_resident)
         if sig not in req_memo:   # methods share requirement profiles: check each profile once
@@ -495,6 +496,10 @@ def _requirement_problem(m, sc: Scenario, kb: KB, tiers: set[str], tokens: dict[
                                       f"'{sc.teacher.model}' uses {teacher_tok or 'an unknown tokenizer'}, "
                                       f"student '{arch.id}' uses {student_tok or 'an unknown tokenizer'}",
                        src)
+    if req.tokenizer_mismatch and teacher_tok is not None and teacher_tok == arch.tokenizer:
+        return Why("requirement", f"is useful only when teacher and student tokenizers differ "
+                                  f"(requires.tokenizer_mismatch); teacher '{sc.teacher.model}' "
+                                  f"and student '{arch.id}' share {teacher_tok}", src)
     if COMPUTE_RANK[req.compute.value] > scale_rank:
         return Why("constraint", f"needs {req.compute.value} compute; the scenario allows up to "
                                  f"{sc.compute.scale.value} (compute.scale)", src)

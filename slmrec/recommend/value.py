@@ -44,9 +44,13 @@ class Gain:
 
 
 def _numeric(evidence) -> list:
+    """Figures that say how the step changes the model it is applied to. A figure with a
+    `baseline` (LoRA against full fine-tuning, PiSSA against LoRA) compares two ways of doing the
+    step, not the step against its input, so it is neither a gain nor a prior (the estimator reads
+    quality the same way)."""
     return [e for e in evidence if e.basis not in (EvidenceBasis.unpublished,
                                                    EvidenceBasis.not_transferable)
-            and e.low is not None]
+            and e.low is not None and not e.baseline]
 
 
 def _family_root(m: Method) -> str:

@@ -3,8 +3,10 @@ small formatting helpers. Presentation only."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
+import threading
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +38,10 @@ class Bundle:
 @st.cache_resource(show_spinner="Loading the knowledge base", max_entries=4)
 def _load(overlay: str, signature: tuple) -> Bundle:  # keyed on $SLMREC_KB and the files' state
     kb = load_kb()
+    # The search index needs scikit-learn (seconds to import): built with the KB, in the first
+    # load, so that the first search answers at once. (Not in a background thread: importing
+    # the same modules from two threads can deadlock Python's import locks.)
+    text_index_of(kb)
     return Bundle(kb, LifecycleGraph(kb))
 
 
@@ -46,11 +52,30 @@ def _signature(overlay: str) -> tuple:
     return (len(stamps), max(stamps, default=0))
 
 
-@st.cache_resource(show_spinner=False)
-def text_index(version: str):  # keyed on the KB version
-    from slmrec.textsearch import TextIndex
+_INDEX_LOCK = threading.Lock()
+_INDEXES: dict[int, Any] = {}
 
-    return TextIndex(bundle().kb)
+
+def text_index_of(kb: KB):
+    """The KB's search index, built once per loaded KB (a search during the build waits)."""
+    with _INDEX_LOCK:
+        if id(kb) not in _INDEXES:
+            from slmrec.textsearch import TextIndex
+
+            _INDEXES.clear()  # an edited KB replaces the old one
+            _INDEXES[id(kb)] = (kb, TextIndex(kb))  # holding kb keeps its id unique
+        return _INDEXES[id(kb)][1]
+
+
+def text_index(version: str | None = None):
+    return text_index_of(bundle().kb)
+
+
+def kb_key() -> tuple:
+    """What identifies the loaded KB: the overlay and the state of its files. Cached views of
+    the KB take it as their first argument."""
+    overlay = os.environ.get("SLMREC_KB", "")
+    return (overlay, _signature(overlay))
 
 
 def bundle() -> Bundle:
@@ -95,8 +120,22 @@ def missing(what: str, module: str) -> None:
     st.info(f"{what} needs `{module}`, which is not part of this build yet.")
 
 
-# ---- formatting ----------------------------------------------------------------------------
+def graph(dot: str, slot: str) -> None:
+    """`st.graphviz_chart` that starts afresh whenever the DOT changes. Streamlit keeps one
+    d3-graphviz instance per chart position, and that instance animates from the old graph to
+    the new one, sampling every path (seconds of browser time for a few dozen edges). Two
+    alternating positions, one left empty, make each new graph a fresh chart: it is laid out
+    once and drawn, with no animation (bench/app_browser.py measures the difference)."""
+    key = f"_graph_{slot}"
+    digest = hashlib.sha1(dot.encode()).hexdigest()
+    last = st.session_state.get(key)
+    parity = 0 if last is None else last[1] if last[0] == digest else 1 - last[1]
+    st.session_state[key] = (digest, parity)
+    slots = (st.empty(), st.empty())
+    slots[parity].graphviz_chart(dot, width="stretch")
 
+
+# ---- formatting ----------------------------------------------------------------------------
 
 def _missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and x != x)  # None or NaN
@@ -160,8 +199,8 @@ def source_link(kb: KB, sid: str) -> str:
         return f"`{sid}`"
     url = s.url or (f"https://arxiv.org/abs/{s.arxiv}" if s.arxiv else
                     f"https://doi.org/{s.doi}" if s.doi else "")
-    ident = f"[{s.identifier}]({url})" if url else s.identifier
-    return f"`{sid}` {s.title} ({s.year}) {ident}"
+    ident = f"[{md_text(s.identifier)}]({url})" if url else md_text(s.identifier)
+    return f"`{sid}` {md_text(s.title)} ({s.year}) {ident}"
 
 
 def id_list(ids: Iterable[str]) -> str:

@@ -6,7 +6,15 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from slmrec.ui.common import EFFECT_UNITS, bundle, evidence_rows, fmt_range, fmt_value, source_link
+from slmrec.ui.common import (
+    EFFECT_UNITS,
+    bundle,
+    evidence_rows,
+    fmt_range,
+    fmt_value,
+    md_text,
+    source_link,
+)
 
 
 def _column(b, mid: str) -> dict[str, str]:
@@ -40,7 +48,8 @@ def _column(b, mid: str) -> dict[str, str]:
     col["recovered by"] = fmt_value([link.src for link in g.recovered_by(mid)])
     col["conflicts with"] = fmt_value(g.conflicts_with(mid))
     col["sources"] = fmt_value(m.sources)
-    return col
+    # st.table renders its cells as markdown: `$bits ... $` would be typeset as LaTeX.
+    return {k: md_text(v) for k, v in col.items()}
 
 
 def range_chart(rows: list[dict]) -> alt.Chart | None:
@@ -73,7 +82,7 @@ def render() -> None:
     if len(chosen) < 2:
         st.info("Pick two to four methods to see them side by side.")
         return
-    table = pd.DataFrame({kb.methods[m].name: _column(b, m) for m in chosen})
+    table = pd.DataFrame({md_text(kb.methods[m].name): _column(b, m) for m in chosen})
     st.table(table)  # a static table wraps long cells (summaries, ranges) instead of cutting them
 
     rows = [r for m in chosen for r in evidence_rows(kb, m)]

@@ -249,24 +249,3 @@ def _family_level(kb: KB, families: dict[str, list[str]], colours: dict[str, str
         lines.append(f"  {q(a)} -> {q(b)} [label={q(label)}, tooltip={q(f'{n} method relations')}, "
                      f"{KIND_STYLE.get(kind, '')}];")
     return lines
-
-
-def neighbourhood_dot(graph: LifecycleGraph, node: str, kinds: Iterable[str]) -> str:
-    """A method and its direct typed relations (no citations or structural links)."""
-    sub = graph.neighbourhood(node, radius=1, kinds=list(kinds))
-    lines = ["digraph around {", "  rankdir=LR;",
-             '  node [fontname="Helvetica", fontsize=10, style=filled, fillcolor="#f2f2f2"]; '
-             'edge [fontname="Helvetica", fontsize=8];']
-    for n, d in sub.nodes(data=True):
-        extra = ', fillcolor="#fde2e0", penwidth=2, color="#e74c3c"' if n == node else ""
-        shape = "box" if d.get("type") == "component" else "ellipse"
-        lines.append(f"  {q(n)} [label={q(d.get('label', n))}, shape={shape}{extra}];")
-    seen = set()
-    for u, v, d in sub.edges(data=True):
-        key = tuple(sorted((u, v))) + (d["kind"],) if d.get("symmetric") else (u, v, d["kind"])
-        if key in seen:
-            continue
-        seen.add(key)
-        lines.append(f"  {q(u)} -> {q(v)} [label={q(d['kind'])}, {KIND_STYLE.get(d['kind'], '')}];")
-    lines.append("}")
-    return "\n".join(lines) + "\n"

@@ -9,14 +9,17 @@ import streamlit as st
 from slmrec.describe import describe
 from slmrec.graph import RELATION_KINDS
 from slmrec.schema import ComponentClass
-from slmrec.ui import draw
+from slmrec.ui import draw, method_view
 from slmrec.ui.common import (
     CLASS_BADGE,
     Bundle,
     bundle,
     evidence_rows,
     fmt_value,
+    graph,
     id_list,
+    kb_key,
+    md_text,
     name_of,
     source_link,
     text_index,
@@ -24,6 +27,41 @@ from slmrec.ui.common import (
 )
 
 CLASSES = [c.value for c in ComponentClass]
+
+
+# ---- cached views of the KB: keyed on kb_key(), so an edited KB redraws ---------------------
+# cache_resource hands back the same object (no copy, no serialisation): callers only read them.
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _lifecycle_dot(key: tuple, classes: tuple, kinds: tuple, selected: str | None,
+                   lift: bool) -> str:
+    b = bundle()
+    return draw.lifecycle_dot(b.kb, b.graph, classes, kinds, selected, lift)
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def _component_view(key: tuple, comp: str, ids: tuple, kinds: tuple, outside: bool,
+                    method: str | None, level: str) -> tuple[int, int, str]:
+    kb = bundle().kb
+    rels, implied = draw.component_relations(kb, ids, kinds, outside)
+    return len(rels), implied, draw.component_dot(kb, comp, ids, kinds, outside, method, level)
+
+
+@st.cache_resource(show_spinner=False, max_entries=512)
+def _method_view(key: tuple, mid: str, kinds: tuple, expand: tuple) -> str:
+    return method_view.method_dot(bundle().kb, mid, kinds, expand)
+
+
+@st.cache_resource(show_spinner=False, max_entries=512)
+def _groups(key: tuple, mid: str, kinds: tuple) -> list[method_view.Group]:
+    return method_view.relation_groups(bundle().kb, mid, kinds)
+
+
+@st.cache_resource(show_spinner=False, max_entries=512)
+def _describe(key: tuple, id: str) -> dict:
+    b = bundle()
+    return describe(b.kb, b.graph, id)
 
 
 def open_id(id: str) -> None:
@@ -130,8 +168,7 @@ def overview(b: Bundle, classes: list[str], kinds: list[str], lift: bool,
     if not classes:
         st.info("Pick at least one component class in the sidebar.")
         return
-    st.graphviz_chart(draw.lifecycle_dot(b.kb, b.graph, classes, kinds, selected, lift),
-                      width="stretch")
+    graph(_lifecycle_dot(kb_key(), tuple(classes), tuple(kinds), selected, lift), "lifecycle")
 
 
 def legend(kinds: list[str]) -> None:
@@ -160,15 +197,15 @@ def component_panel(b: Bundle, comp: str, families: list[str], kinds: list[str],
                                 "summary": m.summary} for m in methods]),
                  hide_index=True, key="ex_methods_table")
     ids = [m.id for m in methods]
-    rels, implied = draw.component_relations(kb, ids, kinds, outside)
     level = st.radio("Draw", ["families", "methods"], horizontal=True, key=f"ex_level_{comp}",
                      index=0 if len(methods) > 12 else 1,
                      help="families: one node per method family, relations counted")
-    st.caption(f"{len(methods)} methods; {len(rels)} relations of the selected kinds drawn"
+    n_rels, implied, dot = _component_view(kb_key(), comp, tuple(ids), tuple(kinds), outside,
+                                           method, level)
+    st.caption(f"{len(methods)} methods; {n_rels} relations of the selected kinds drawn"
                + (f" ({implied} `precedes` edges implied by others left out)" if implied else "")
                + ("" if outside else "; links to other components hidden (sidebar)") + ".")
-    st.graphviz_chart(draw.component_dot(kb, comp, ids, kinds, outside, method, level),
-                      width="stretch")
+    graph(dot, "component")
     legend(kinds)
     return [m.id for m in methods]
 
@@ -176,7 +213,7 @@ def component_panel(b: Bundle, comp: str, families: list[str], kinds: list[str],
 def method_panel(b: Bundle, mid: str, kinds: list[str]) -> None:
     kb, g = b.kb, b.graph
     m = kb.methods[mid]
-    data = describe(kb, g, mid)
+    data = _describe(kb_key(), mid)
     st.markdown(f"### {m.name}")
     st.markdown(f"`{m.id}` · component `{m.component}` · family `{m.family}` · "
                 + (f"runner `{m.runner}`" if m.runner else "no runner (knowledge only here)")
@@ -185,6 +222,7 @@ def method_panel(b: Bundle, mid: str, kinds: list[str]) -> None:
     st.write(m.summary)
     if m.aliases:
         st.caption("Also known as: " + ", ".join(m.aliases))
+    relations_view(b, mid, kinds)
 
     req = data["requirements"]
     left, right = st.columns(2)
@@ -224,7 +262,7 @@ def method_panel(b: Bundle, mid: str, kinds: list[str]) -> None:
         st.caption("No quality, recovery or speed-up figures recorded.")
     transform = {k: v for k, v in m.effects.transform.model_dump(exclude_defaults=True).items()}
     if transform:
-        st.markdown("Transform: " + ", ".join(f"`{k}` = {fmt_value(v)}"
+        st.markdown("Transform: " + ", ".join(f"`{k}` = {md_text(fmt_value(v))}"
                                               for k, v in transform.items()))
     if m.params:
         with st.expander(f"Parameters ({len(m.params)})"):
@@ -247,10 +285,42 @@ def method_panel(b: Bundle, mid: str, kinds: list[str]) -> None:
     if unique:
         st.dataframe(pd.DataFrame(unique)[["from", "kind", "to", "note", "sources"]],
                      hide_index=True, key="ex_rels")
-        st.graphviz_chart(draw.neighbourhood_dot(g, mid, kinds))
     st.markdown("**Sources**")
     for s in data.get("sources", []):
         st.markdown("- " + source_link(kb, s["id"]))
+
+
+def relations_view(b: Bundle, mid: str, kinds: list[str]) -> None:
+    """The method at the centre, its direct relations grouped by kind; expand a neighbour to
+    see its own relations, one hop further; open it to make it the centre."""
+    kb = b.kb
+    groups = _groups(kb_key(), mid, tuple(kinds))
+    st.markdown("**Direct relations**")
+    if not groups:
+        st.caption("No relation of the selected kinds touches this method.")
+        return
+    near = method_view.neighbours(groups)
+    st.caption(" · ".join(f"{g.label} {len(g.members)}" for g in groups)
+               + ". Only relations that touch this method are drawn; boxes list the related "
+                 "records, grouped by kind (arrows follow each relation's direction).")
+    key = f"ex_expand_{mid}"
+    _keep_valid(key, near, multi=True)
+    left, right = st.columns([3, 2])
+    expand = left.multiselect("Expand one hop from", near, key=key, max_selections=3,
+                              format_func=lambda i: name_of(kb, i),
+                              placeholder="a related record, to see its own relations")
+    methods_near = [n for n in near if n in kb.methods]
+    right.selectbox("Open a related method", [""] + methods_near, key=f"ex_open_{mid}",
+                    format_func=lambda i: name_of(kb, i) if i else "–",
+                    on_change=_open_related, args=(f"ex_open_{mid}",))
+    graph(_method_view(kb_key(), mid, tuple(kinds), tuple(expand)), "method")
+
+
+def _open_related(key: str) -> None:
+    target = st.session_state.get(key)
+    if target:
+        st.session_state[key] = ""
+        open_id(target)
 
 
 def render() -> None:

@@ -7,6 +7,10 @@ scenario and draws what comes back (see `slmrec.ui.rec_result`).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+
 import streamlit as st
 
 from slmrec.errors import SlmrecError
@@ -83,9 +87,31 @@ def _fill_form_from(name: str) -> None:
     ss["rf_batch"] = int(sc.workload.batch)
 
 
+def default_base_model(kb) -> str:
+    """The bundled model (it runs offline here) when the catalog has it, else the smallest."""
+    models = optional("runners.models")  # imports no torch at module level
+    bundled = [m for m in getattr(models, "BUNDLED_MODELS", {}) if m in kb.models]
+    if bundled:
+        return bundled[0]
+    return min(kb.models.values(), key=lambda m: m.params).id if kb.models else "choose"
+
+
+def default_hardware(kb) -> str:
+    """This machine's class: the CPU profile whose core count is nearest this machine's."""
+    cores = os.cpu_count() or 1
+    cpus = [h for h in kb.hardware.values() if h.kind == "cpu"] or list(kb.hardware.values())
+    if not cpus:
+        return CUSTOM
+    return min(cpus, key=lambda h: (abs((getattr(h, "cores", None) or cores) - cores),
+                                    h.memory_gb, h.id)).id
+
+
 def _form(names: list[str]) -> dict | None:
-    """The scenario form; returns the scenario mapping when submitted."""
+    """The scenario form; returns the scenario mapping when submitted and complete, else shows
+    what is missing next to the form and returns None."""
     kb = bundle().kb
+    st.session_state.setdefault("rf_base", default_base_model(kb))
+    st.session_state.setdefault("rf_hw", default_hardware(kb))
     st.selectbox("Start from", [""] + names, key="rf_from",
                  format_func=lambda n: n or "an empty form",
                  on_change=lambda: _fill_form_from(st.session_state["rf_from"]))
@@ -100,12 +126,13 @@ def _form(names: list[str]) -> dict | None:
     with st.form("rec_form"):
         a, b = st.columns(2)
         a.text_input("Scenario name", key="rf_name")
-        b.text_input("Task", key="rf_task",
-                     placeholder="e.g. on-device assistant for support tickets")
+        b.text_input("Task (required)", key="rf_task",
+                     placeholder="e.g. on-device assistant for support tickets",
+                     help="what the model is for: the recommender needs it")
         a.selectbox("Base model", models, key="rf_base",
                     format_func=lambda m: f"{kb.models[m].name} ({m})" if m in kb.models else m,
                     help="'choose' lets the recommender pick among the catalog models")
-        b.text_input("Local model folder (when the base model is a local folder)",
+        b.text_input("Local model folder (used instead of the base model when filled in)",
                      key="rf_base_path", placeholder="/path/to/hf-model")
         a.selectbox("Target hardware", hardware, key="rf_hw",
                     format_func=lambda h: f"{kb.hardware[h].name} ({h})" if h in kb.hardware else h)
@@ -142,14 +169,30 @@ def _form(names: list[str]) -> dict | None:
         submitted = st.form_submit_button("Recommend", type="primary", key="rf_go")
     if not submitted:
         return None
-    return form_to_scenario(st.session_state)
+    missing_fields = form_problems(st.session_state)
+    for problem in missing_fields:
+        st.error(problem)
+    return None if missing_fields else form_to_scenario(st.session_state)
+
+
+def form_problems(ss) -> list[str]:
+    """What the form lacks before a scenario can be made from it, one line each."""
+    out = []
+    if not (ss.get("rf_task") or "").strip():
+        out.append("Task is required: say what the model is for (e.g. 'on-device assistant "
+                   "for support tickets').")
+    if ss.get("rf_base") == LOCAL and not (ss.get("rf_base_path") or "").strip():
+        out.append("Local model folder is empty: give the folder of a Hugging Face model, or "
+                   "pick a base model from the catalog.")
+    return out
 
 
 def form_to_scenario(ss) -> dict:
     """The form's values as a scenario mapping (validated by slmrec.scenario, not here)."""
     base = ss.get("rf_base")
-    if base == LOCAL:
-        base = (ss.get("rf_base_path") or "").strip()
+    folder = (ss.get("rf_base_path") or "").strip()
+    if folder or base == LOCAL:  # a folder filled in wins over the catalog pick
+        base = folder
     hw = ss.get("rf_hw")
     if hw == CUSTOM:
         tflops = float(ss.get("rf_hw_tflops") or 0)
@@ -206,39 +249,46 @@ def render() -> None:
         except SlmrecError as exc:
             show_problems(exc)
             return
-        st.caption(sc.description or sc.task)
-        st.markdown(f"**{sc.summary()}**")
+        st.caption(md_text(sc.description or sc.task))
+        st.markdown(f"**{md_text(sc.summary())}**")
         with st.expander("Scenario YAML"):
             st.code(scenario.dump_yaml(sc), language="yaml")
+        token = _token("named", name, kb.version)
         go = st.button("Recommend", type="primary", key="rec_go")
     else:
         data = _form(names)
         go = data is not None
+        token = st.session_state.get("rec_form_token")
         if go:
+            token = st.session_state["rec_form_token"] = _token("form", data, kb.version)
             try:
                 sc = scenario.parse_scenario(data, "<form>", kb, data.get("name") or None)
             except SlmrecError as exc:
                 show_problems(exc)
                 return
-            st.markdown(f"**{sc.summary()}**")
+            st.markdown(f"**{md_text(sc.summary())}**")
     if recommend is None:
         missing("Ranking plans", "slmrec.recommend")
         return
+    results = st.session_state.setdefault("rec_results", {})
     if go and sc is not None:
         with st.spinner("Searching chains of methods…"):
             try:
-                result = rec_result.run(recommend, kb, sc)
+                results[token] = rec_result.run(recommend, kb, sc)
             except SlmrecError as exc:
                 show_problems(exc)
-                st.session_state.pop("rec_result", None)
+                results.pop(token, None)
                 return
-        st.session_state["rec_result"] = result
-        st.session_state.pop("rec_plan", None)
-    result = st.session_state.get("rec_result")
+        for old in [t for t in results if t != token][:-4]:  # keep a few answers, not all
+            del results[old]
+    result = results.get(token) if token else None
     if result is None:
         st.caption("Press Recommend to rank plans for this scenario.")
         return
-    if sc is not None and result.scenario.name != (sc.name or "") and not go:
-        st.caption(f"Showing the last recommendation (scenario '{md_text(result.scenario.name)}'); press "
-                   "Recommend to update it.")
-    rec_result.show(result, kb)
+    rec_result.show(result, kb, token)
+
+
+def _token(*parts) -> str:
+    """A short name for one scenario as asked: the answer and its widgets are keyed to it."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]

@@ -6,6 +6,7 @@ crash cannot take the app down); the page follows it through the run store and i
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import subprocess
@@ -21,9 +22,17 @@ import streamlit as st
 from slmrec.errors import SlmrecError
 from slmrec.evidence import RunStore, default_store_path
 from slmrec.plan import parse_plan, validate_plan
-from slmrec.ui.common import bundle, fmt_range, fmt_value, optional, show_problems, user_errors
-from slmrec.ui.common import md_code, md_text
 from slmrec import safeyaml
+from slmrec.ui.common import (
+    bundle,
+    fmt_range,
+    fmt_value,
+    md_code,
+    md_text,
+    optional,
+    show_problems,
+    user_errors,
+)
 
 STATUS_BADGE = {"completed": ":green-badge[completed]", "failed": ":red-badge[failed]",
                 "running": ":blue-badge[running]", "interrupted": ":orange-badge[interrupted]"}
@@ -55,23 +64,74 @@ def measurement_frame(run: dict) -> pd.DataFrame:
                                        "measured"])
 
 
-def comparison_chart(frame: pd.DataFrame, metrics: list[str]) -> alt.Chart:
-    """Per metric, per step: the predicted value with its range next to the measured value."""
-    data = frame[frame["metric"].isin(metrics)].copy()
+# Charted by default, when measured: quality, latency, memory and size (bookkeeping such as
+# checkpoint_s or measure_s only on request).
+HEADLINE_METRICS = ("quality_loss_pct", "probe_ppl", "ppl", "decode_ms_per_token", "prefill_ms",
+                    "inference_memory_mb", "peak_memory_mb", "size_mb")
+
+
+# A quality loss in % is charted as the perplexity factor it stands for, 1 + loss / 100, so
+# measured / predicted stays a ratio of like quantities (its label gives the gap in points).
+PERCENT_METRICS = ("quality_loss_pct", "step_quality_loss_pct")
+
+
+def default_metrics(frame: pd.DataFrame) -> list[str]:
+    """The headline metrics that have both a prediction and a measurement; failing that, the
+    measured headline metrics."""
+    both = set(frame.dropna(subset=["predicted", "measured"])["metric"])
+    measured = set(frame.dropna(subset=["measured"])["metric"])
+    pick = [m for m in HEADLINE_METRICS if m in both] or \
+        [m for m in HEADLINE_METRICS if m in measured]
+    return pick or sorted(both)[:4]
+
+
+def ratio_frame(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """measured / predicted per step and metric, with the predicted range as low / predicted
+    and high / predicted: every metric on one scale, where 1 is a perfect prediction."""
+    data = frame[frame["metric"].isin(metrics)].dropna(subset=["predicted", "measured"]).copy()
+    pct = data["metric"].isin(PERCENT_METRICS)
+    miss = [f"{m - p:+.2f} pp" for m, p in zip(data["measured"], data["predicted"])]
+    for col in ("predicted", "low", "high", "measured"):  # % loss -> perplexity factor
+        data[f"_{col}"] = data[col].where(~pct, 1 + data[col] / 100)
+    data["ratio"] = data["_measured"] / data["_predicted"]
+    data["band_low"] = (data["_low"] / data["_predicted"]).where(data["_low"] > 0)
+    data["band_high"] = (data["_high"] / data["_predicted"]).where(data["_high"] > 0)
+    data["miss"] = [m if p else f"{r:.3g}×" for m, p, r in zip(miss, pct, data["ratio"])]
+    ok = (data["_predicted"] > 0) & (data["_measured"] > 0)
+    return data[ok].drop(columns=[c for c in data.columns if c.startswith("_")])
+
+
+def comparison_chart(frame: pd.DataFrame, metrics: list[str]) -> alt.Chart | None:
+    """One log axis for every metric: measured / predicted (1 = exact), the predicted range
+    drawn as a band around 1, so a 0.004% miss sits on the line and a 174× miss far off it."""
+    data = ratio_frame(frame, metrics)
+    if data.empty:
+        return None
     steps = list(data.sort_values("order")["step"].drop_duplicates())
-    base = alt.Chart(data).encode(x=alt.X("step:N", sort=steps, title=None,
-                                          axis=alt.Axis(labelAngle=-30)))
-    band = base.mark_rule(strokeWidth=8, opacity=0.35, color="#4c78a8").encode(
-        y=alt.Y("low:Q", title=None, scale=alt.Scale(zero=False)), y2="high:Q")
-    pred = base.mark_point(size=90, filled=False, shape="diamond", color="#4c78a8").encode(
-        y="predicted:Q", tooltip=["step", "metric", "predicted", "low", "high", "measured"])
-    meas = base.mark_point(size=90, filled=True, color="#e45756").encode(
-        y="measured:Q", tooltip=["step", "metric", "predicted", "low", "high", "measured"])
-    line = base.mark_line(color="#e45756", opacity=0.5).encode(y="measured:Q")
-    return (alt.layer(band, pred, line, meas, data=data)
-            .properties(width=260, height=180)
-            .facet(facet=alt.Facet("metric:N", title=None), columns=3)
-            .resolve_scale(y="independent"))
+    lo = min(data["ratio"].min(), data["band_low"].min(skipna=True) if data["band_low"].notna().any()
+             else 1.0, 1.0)
+    hi = max(data["ratio"].max(), data["band_high"].max(skipna=True)
+             if data["band_high"].notna().any() else 1.0, 1.0)
+    scale = alt.Scale(type="log", domain=[lo / 1.5, hi * 1.5])
+    y = alt.Y("metric:N", title=None, sort=[m for m in HEADLINE_METRICS if m in metrics]
+              + sorted(set(metrics) - set(HEADLINE_METRICS)))
+    offset = alt.YOffset("step:N", sort=steps)
+    tip = ["step", "metric", "predicted", "low", "high", "measured",
+           alt.Tooltip("ratio:Q", title="measured / predicted", format=".3g")]
+    base = alt.Chart(data).encode(y=y, yOffset=offset)
+    band = base.mark_bar(height=10, opacity=0.3, color="#4c78a8").encode(
+        x=alt.X("band_low:Q", scale=scale, title="measured / predicted (log scale; 1 = as "
+                                                  "predicted; band = the predicted range)"),
+        x2="band_high:Q", tooltip=tip)
+    one = alt.Chart(pd.DataFrame({"x": [1.0]})).mark_rule(color="#333333").encode(x="x:Q")
+    points = base.mark_point(size=80, filled=True).encode(
+        x=alt.X("ratio:Q", scale=scale),
+        color=alt.Color("step:N", sort=steps, legend=alt.Legend(orient="top", title=None)),
+        tooltip=tip)
+    labels = base.mark_text(dx=8, align="left", fontSize=11).encode(
+        x=alt.X("ratio:Q", scale=scale), text="miss:N")
+    height = 60 + 26 * len(set(data["metric"])) * len(steps)  # a row per step and metric
+    return alt.layer(band, one, points, labels).properties(height=height)
 
 
 def run_detail(store: RunStore, run_id: int) -> None:
@@ -95,13 +155,15 @@ def run_detail(store: RunStore, run_id: int) -> None:
     if frame.empty:
         st.info("No measurements recorded for this run.")
     else:
-        both = sorted(frame.dropna(subset=["predicted", "measured"])["metric"].unique())
-        measured = sorted(frame.dropna(subset=["measured"])["metric"].unique())
         metrics = st.multiselect("Metrics to chart", sorted(frame["metric"].unique()),
-                                 default=both or measured[:6], key=f"runs_metrics_{run_id}")
-        st.markdown("**Predicted (blue diamond, with its range) against measured (red)**")
-        if metrics:
-            st.altair_chart(comparison_chart(frame, metrics))
+                                 default=default_metrics(frame), key=f"runs_metrics_{run_id}")
+        st.markdown("**Measured against predicted, every metric on one log scale** (a point on "
+                    "the line at 1 is an exact prediction; the band is the predicted range)")
+        chart = comparison_chart(frame, metrics) if metrics else None
+        if chart is not None:
+            st.altair_chart(chart, key=f"runs_chart_{run_id}")
+        elif metrics:
+            st.caption("None of these metrics has both a prediction and a measurement.")
         table = frame.sort_values(["order", "metric"]).drop(columns="order")
         table["range"] = [fmt_range(lo, hi) if pd.notna(lo) or pd.notna(hi) else ""
                           for lo, hi in zip(table["low"], table["high"])]
@@ -189,13 +251,16 @@ def launch_panel() -> None:
     except SlmrecError as exc:
         show_problems(exc)
         return
-    bundled = _bundled_models()
+    bundled = [m for m in _bundled_models() if m != plan.base_model]
     model_opts = [f"the plan's base model ({plan.base_model})"] + bundled
-    default = 1 if bundled else 0
-    if st.session_state.get("runs_model") not in model_opts:
-        st.session_state.pop("runs_model", None)
-    model_pick = st.selectbox("Run it on", model_opts, index=default, key="runs_model",
-                              help="the bundled model runs offline on this machine")
+    # Keyed to the plan: a new plan starts again from its own base model.
+    plan_key = hashlib.sha1(plan.to_yaml().encode()).hexdigest()[:12]
+    model_pick = st.selectbox("Run it on", model_opts, index=0, key=f"runs_model_{plan_key}",
+                              help="the plan was built for its base model; a bundled model "
+                                   "runs offline on this machine")
+    if model_pick == model_opts[0] and bundled and plan.base_model not in _bundled_models():
+        st.caption(f"`{md_text(plan.base_model)}` must be on this machine (a local folder or the "
+                   f"Hugging Face cache) to run here; {', '.join(bundled)} runs offline.")
     model = None if model_pick == model_opts[0] else model_pick
     stem = "".join(c if c.isalnum() or c in "-_." else "-" for c in (plan.name or "plan"))
     runs_root = Path(os.environ.get("SLMREC_RUNS_DIR", "runs")).resolve()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
 import pandas as pd
@@ -9,7 +10,7 @@ import streamlit as st
 
 from slmrec.kb import KB, iter_citations
 from slmrec.schema import SourceKind
-from slmrec.ui.common import bundle, evidence_rows, source_link
+from slmrec.ui.common import bundle, evidence_rows, md_text, source_link
 
 
 def _url(s) -> str:
@@ -75,11 +76,16 @@ def render() -> None:
                  column_config={"link": st.column_config.LinkColumn("link"),
                                 "year": st.column_config.NumberColumn("year", format="%d")})
     ids = [s.id for s in sources]
-    if st.session_state.get("src_selected") not in ids:
-        st.session_state.pop("src_selected", None)
-    sid = st.selectbox("Source", ids, key="src_selected",
+    # The dropdown is keyed to the list it offers: when the filter changes the list, a new
+    # dropdown shows the source on display (the last one picked, while the filter keeps it),
+    # never a stale position in the old list.
+    current = st.session_state.get("src_current")
+    key = "src_selected_" + hashlib.sha1("\n".join(ids).encode()).hexdigest()[:12]
+    sid = st.selectbox("Source", ids, key=key, index=ids.index(current) if current in ids else 0,
                        format_func=lambda i: f"{kb.sources[i].title} ({kb.sources[i].year})")
+    st.session_state["src_current"] = sid
     s = kb.sources[sid]
+    st.markdown("#### " + md_text(s.title))
     st.markdown(source_link(kb, sid))
     if s.authors:
         st.caption(", ".join(s.authors))

@@ -38,15 +38,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(store: Path, log: Path, timeout: float = 90.0) -> Iterator[str]:
-    """Start `slmrec app` on a free loopback port; yield its URL; stop it (and only it)."""
+def serve(store: Path, log: Path, timeout: float = 90.0, root: Path = ROOT) -> Iterator[str]:
+    """Start `slmrec app` on a free loopback port; yield its URL; stop it (and only it).
+    `root`: the source tree to serve (the bench compares two checkouts)."""
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(root),
            "SLMREC_STORE": str(store), "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none",
            "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "slmrec", "app", "--port", str(port)],
-                                cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -131,3 +132,45 @@ def recommend_named(page, url: str, scenario: str, expect: str, shot: Path | Non
         page.wait_for_timeout(800)  # charts draw after the data arrives
         page.screenshot(path=str(shot), full_page=False)
         page.set_viewport_size(VIEWPORT)
+
+
+def settle(page) -> None:
+    """Idle, every graph drawn, and two frames painted."""
+    wait_idle(page)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=\"stGraphVizChart\"]')]"
+        ".every(el => el.querySelector('svg'))", timeout=WAIT_MS)
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
+
+def selectbox(page, label: str):
+    return page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+
+
+def shown(page, label: str) -> str:
+    """What the selectbox labelled `label` shows: its text, and its input's value (where
+    Streamlit's searchable select writes the chosen option)."""
+    box = selectbox(page, label)
+    values = box.locator("input").evaluate_all("els => els.map(e => e.value)")
+    return " ".join([box.inner_text()] + values)
+
+
+def pick(page, label: str, option: str) -> None:
+    """Choose `option` in the selectbox labelled `label`, as a user would (open, type, Enter)."""
+    box = selectbox(page, label).locator("input")
+    box.click()
+    box.fill(option)
+    page.keyboard.press("Enter")
+
+
+def multi_pick(page, label: str, option: str) -> None:
+    box = page.locator('[data-testid="stMultiSelect"]').filter(has_text=label).first
+    box.locator("input").click()
+    box.locator("input").fill(option)
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+
+
+def method_chart(page):
+    """The explorer's method view: the graph after the 'Direct relations' heading."""
+    return page.locator('[data-testid="stGraphVizChart"]').nth(2)

@@ -52,29 +52,11 @@ def kb():
 
 @pytest.fixture
 def store_with_run(tmp_path):
-    """A run store holding one completed two-step run with predictions and measurements."""
-    from slmrec.evidence import RunStore
+    """A run store holding one completed two-step run with predictions and measurements, and
+    one failed run."""
+    from tests.app.demo_store import fill
 
-    store = RunStore(os.environ["SLMREC_STORE"])
-    plan_yaml = "format: 1\nname: app-test-plan\nbase_model: smollm2-135m\nsteps:\n- method: x\n"
-    rid = store.start_run(plan_yaml=plan_yaml, plan_hash="h1", base_model="smollm2-135m",
-                          name="app-test-plan", out_dir=tmp_path / "run1")
-    store.record_step(rid, 0, "magnitude-pruning", runner="magnitude-prune",
-                      params={"sparsity": 0.5}, wall_s=2.5,
-                      metrics={"ppl": 14.1, "size_mb": 520.0, "sparsity": 0.5},
-                      predicted={"ppl": {"value": 13.8, "low": 13.0, "high": 16.0},
-                                 "size_mb": {"value": 538.0, "low": 530.0, "high": 545.0}})
-    store.record_step(rid, 1, "dynamic-int8", runner="dynamic-int8", wall_s=1.5,
-                      metrics={"ppl": 15.3, "size_mb": 250.0},
-                      predicted={"ppl": {"value": 15.0, "low": 14.0, "high": 18.0},
-                                 "size_mb": {"value": 248.0, "low": 240.0, "high": 260.0}})
-    store.record_step(rid, None, "plan", metrics={"ppl": 15.3}, predicted={"ppl": {"value": 15.0}})
-    store.finish_run(rid, "completed")
-    failed = store.start_run(plan_yaml=plan_yaml, plan_hash="h2", base_model="smollm2-135m",
-                             name="app-failing-plan")
-    store.record_step(failed, 0, "gptq", status="failed", reason="out of memory: test")
-    store.finish_run(failed, "failed", "step 1 (gptq) failed: out of memory: test")
-    return store, rid, failed
+    return fill(os.environ["SLMREC_STORE"], tmp_path / "run1")
 
 
 def test_scenario(kb) -> dict:

@@ -1,10 +1,11 @@
-"""Refresh the README's screenshots: docs/img/explorer.png and docs/img/recommend.png.
+"""Refresh the README's screenshots: docs/img/{explorer,method,recommend,runs}.png.
 
     .venv/bin/python tests/app/screenshots.py [--out docs/img] [--scenario NAME]
 
-Runs the browser end-to-end test (tests/app/test_browser.py) with its screenshots pointed at
---out, so the pictures show exactly what the test checked: the explorer, and the recommendation
-for a named scenario (the first shipped one unless --scenario names another).
+Runs the browser tests (tests/app/test_browser.py, tests/app/test_browser_findings.py) with
+their screenshots pointed at --out, so the pictures show exactly what the tests checked: the
+explorer, a method's view (GPTQ), the recommendation for a named scenario (the first shipped
+one unless --scenario names another), and a run's predicted-against-measured chart.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenario:
         env["SLMREC_SCREENSHOT_SCENARIO"] = args.scenario
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-           str(ROOT / "tests" / "app" / "test_browser.py")]
+           str(ROOT / "tests" / "app" / "test_browser.py"),
+           str(ROOT / "tests" / "app" / "test_browser_findings.py")]
     code = subprocess.call(cmd, cwd=ROOT, env=env)
     if code == 0:
-        for name in ("explorer.png", "recommend.png"):
+        for name in ("explorer.png", "method.png", "recommend.png", "runs.png"):
             print(Path(args.out) / name)
     return code
 

@@ -32,7 +32,7 @@ def test_table_markdown_and_json_round_trip(tmp_path):
     table = comparison_table(report)
     assert "1.5×" in table and "+1.50 pp" in table and "vs predicted" in table
     md = to_markdown(report)
-    assert "| step 1 | rtn | size_mb | 100 | 90–120 | 150 | 1.5× | no |" in md
+    assert "| step 1 | rtn | size_mb | – | 100 | 90–120 | 150 | 1.5× | no |" in md
     js, _ = write_reports(report, tmp_path)
     data = json.loads(js.read_text())                  # strict JSON: NaN became null
     assert data["steps"][0]["metrics"]["ppl"] is None

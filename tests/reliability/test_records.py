@@ -254,24 +254,25 @@ def test_plan_with_duplicate_keys_is_refused(tmp_path, tiny_kb):
 
 # ---- calibration files ---------------------------------------------------------------------------
 
-GOOD_FIT = {"kind": "log", "a": 0.1, "b": 1.0, "per_method": {"rtn": 0.05}, "resid": 0.1, "n": 5}
+GOOD_FIT = {"kind": "log", "offsets": {"method:rtn": 0.05}, "rows": {"method:rtn": 2.0},
+            "raw": {"method:rtn": 0.1}, "scale": 0.0, "alpha": 2.0, "resid": 0.1, "n": 5}
 CAL_CASES = [
-    ("a-string", {"a": "0.1"}, "fits.ppl.a"),
-    ("a-list", {"a": [0.1]}, "fits.ppl.a"),
-    ("a-nan", {"a": NAN}, "fits.ppl.a"),
-    ("a-bool", {"a": True}, "fits.ppl.a"),
-    ("b-inf", {"b": INF}, "fits.ppl.b"),
-    ("b-huge-log", {"b": 1e6}, "within +-50"),
-    ("b-null", {"b": None}, "fits.ppl.b"),
+    ("scale-string", {"scale": "0.1"}, "fits.ppl.scale"),
+    ("scale-list", {"scale": [0.1]}, "fits.ppl.scale"),
+    ("scale-nan", {"scale": NAN}, "fits.ppl.scale"),
+    ("scale-bool", {"scale": True}, "fits.ppl.scale"),
+    ("alpha-inf", {"alpha": INF}, "fits.ppl.alpha"),
+    ("offset-huge-log", {"offsets": {"method:rtn": 1e6}}, "within +-50"),
+    ("alpha-null", {"alpha": None}, "fits.ppl.alpha"),
     ("kind-unknown", {"kind": "cubic"}, "fits.ppl.kind"),
     ("kind-number", {"kind": 3}, "fits.ppl.kind"),
     ("resid-negative", {"resid": -1}, "fits.ppl.resid"),
     ("resid-string", {"resid": "small"}, "fits.ppl.resid"),
     ("n-float", {"n": 2.5}, "fits.ppl.n"),
     ("n-negative", {"n": -1}, "fits.ppl.n"),
-    ("per-method-list", {"per_method": [1, 2]}, "fits.ppl.per_method"),
-    ("per-method-string-value", {"per_method": {"rtn": "x"}}, "fits.ppl.per_method.rtn"),
-    ("per-method-nan", {"per_method": {"rtn": NAN}}, "fits.ppl.per_method.rtn"),
+    ("offsets-list", {"offsets": [1, 2]}, "fits.ppl.offsets"),
+    ("offsets-string-value", {"offsets": {"method:rtn": "x"}}, "fits.ppl.offsets.method:rtn"),
+    ("offsets-nan", {"offsets": {"method:rtn": NAN}}, "fits.ppl.offsets.method:rtn"),
     ("unknown-field", {"slope": 1}, "unknown field"),
 ]
 
@@ -312,4 +313,4 @@ def test_calibration_baseline_loads(tmp_path):
 
     f = tmp_path / "cal.json"
     f.write_text(json.dumps({"format": FORMAT, "rows_used": 5, "fits": {"ppl": GOOD_FIT}}))
-    assert Calibration.load(f).fits["ppl"].per_method == {"rtn": 0.05}
+    assert Calibration.load(f).fits["ppl"].offsets == {"method:rtn": 0.05}

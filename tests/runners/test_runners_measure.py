@@ -1,0 +1,46 @@
+"""Perplexity reports: the whole held-out split by default, a named slice, the spread of its parts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from runners.evaluate import perplexity, perplexity_report
+
+
+def test_whole_split_is_the_default_and_every_token_is_scored(tiny, tiny_corpus):
+    model, _ = tiny
+    rep = perplexity_report(model, tiny_corpus, seq_len=64)
+    n = len(tiny_corpus.validation)
+    assert rep.tokens == n and rep.slice == f"validation[0:{n}] (whole split)"
+    assert sum(c for _, c in rep.part_nll) == n - math.ceil(n / 64)  # every block's first token has no context
+    assert perplexity(model, tiny_corpus, 64) == pytest.approx(rep.ppl)
+    lo, hi = rep.spread
+    assert len(rep.parts) == 4 and lo < rep.ppl < hi  # parts of real text differ
+
+
+def test_fixed_slice_is_named_and_the_ratio_carries_the_spread(tiny, tiny_corpus):
+    model, _ = tiny
+    a = perplexity_report(model, tiny_corpus, seq_len=64, n_blocks=8, batch_size=3)
+    assert a.slice == "validation[0:512] (8x64)" and a.tokens == 512
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    b = perplexity_report(model, tiny_corpus, seq_len=64, n_blocks=8, batch_size=3)
+    ratio, low, high = b.ratio(a)
+    assert ratio == pytest.approx(b.ppl / a.ppl) and low <= ratio <= high and low < high
+    whole = perplexity_report(model, tiny_corpus, seq_len=64)
+    with pytest.raises(ValueError, match="different slices"):
+        whole.ratio(a)
+
+
+def test_evaluate_runner_reports_slice_and_spread(tiny, make_ctx):
+    from runners.registry import get_runner
+    model, tok = tiny
+    runner = get_runner("evaluate")
+    res = runner.run(make_ctx(model, tok), runner.Params(seq_len=64, latency=False, serialise=False))
+    m = res.metrics
+    assert m["ppl_low"] < m["ppl"] < m["ppl_high"] and m["ppl_tokens"] == len(make_ctx(model, tok).corpus.validation)
+    assert any("(whole split)" in n for n in res.notes)
