@@ -4,6 +4,13 @@ Folder: config.json (the model's current config, so pruned shapes rebuild), mode
 (tensors as stored: packed int4/int8 codes, dynamic-int8 codes, floats; tied tensors once),
 slmrec.json (the recipe: module kinds to rebuild before loading the tensors), tokenizer files,
 and adapter/ for an unmerged peft LoRA. Written to a temp folder, then renamed into place.
+
+The same folder is a standard transformers folder wherever one exists: weight-only quantized
+weights are written in the compressed-tensors layout with its `quantization_config`
+(runners/quant/layout.py), so plain `AutoModelForCausalLM.from_pretrained` loads the same logits.
+A state with no standard layout (dynamic int8, partial quantization groups, converted GPT-2
+Conv1D) stores its weights as slmrec-model.safetensors instead: plain transformers then refuses
+the folder (no model.safetensors) rather than loading it silently wrong.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ FORMAT = "slmrec-checkpoint"
 VERSION = 1
 RECIPE = "slmrec.json"
 WEIGHTS = "model.safetensors"
+OWN_WEIGHTS = "slmrec-model.safetensors"  # a state no standard loader reads correctly
 ADAPTER = "adapter"
 
 
@@ -112,10 +120,19 @@ def save_checkpoint(model, tokenizer, folder) -> Path:
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     tmp.mkdir()
     try:
+        from runners.quant.layout import LAYOUT, to_standard, why_not_standard
         tensors, recipe = checkpoint_state(model)
         base, peft_model = _base_of(model)
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        base.config.to_json_file(str(tmp / "config.json"))
+        config = base.config.to_dict()
+        recipe["tie_word_embeddings"] = bool(getattr(base.config, "tie_word_embeddings", False))
+        reason = why_not_standard(base, recipe)
+        if reason is None:
+            to_standard(tensors, recipe, config)
+            recipe.update(weights=WEIGHTS, layout=LAYOUT if recipe["quant"] else "transformers")
+        else:
+            recipe.update(weights=OWN_WEIGHTS, layout="slmrec", not_standard=reason)
+        save_file(tensors, str(tmp / recipe["weights"]), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if peft_model is not None:
             peft_model.save_pretrained(str(tmp / ADAPTER), safe_serialization=True)
         if tokenizer is not None:
@@ -181,13 +198,23 @@ def load_checkpoint(folder):
         config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
     except (ValueError, OSError, KeyError) as e:
         raise SlmrecError.one(str(folder / "config.json"), f"invalid model config: {str(e).splitlines()[0]}") from None
-    weights = folder / WEIGHTS
+    weights = folder / recipe.get("weights", WEIGHTS)
     if not weights.is_file():
         raise SlmrecError.one(str(weights), "missing: not a complete slmrec checkpoint")
     try:
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise SlmrecError.one(str(weights), f"corrupt or truncated safetensors file ({e})") from None
+    if recipe.get("layout", "").startswith("compressed-tensors"):
+        from runners.quant.layout import from_standard
+        try:
+            from_standard(tensors, recipe)
+        except KeyError as k:
+            raise SlmrecError.one(str(weights), f"packed module lacks tensor {k}") from None
+    if hasattr(config, "quantization_config"):  # transformers' own loader reads it; ours rebuilds
+        del config.quantization_config
+    if "tie_word_embeddings" in recipe:
+        config.tie_word_embeddings = recipe["tie_word_embeddings"]
     dtype = getattr(torch, recipe.get("dtype", "float32"))
     with no_init_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)

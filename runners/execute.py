@@ -754,6 +754,7 @@ def _run_step(b: BoundStep, srep: StepReport, inputs: dict, live: _Live, report:
             measured = {**metrics, **live.measure(live.model, live.tokenizer, live.corpus,
                                                   workdir, not _measures_latency(following),
                                                   metrics)}
+        deployed = _measure_deployed(result, live, measured)
         for k in ("ppl", "probe_ppl"):
             if k in measured and not math.isfinite(measured[k]):
                 raise StepFailed(f"perplexity is {measured[k]} after the step: the model no "
@@ -791,8 +792,24 @@ def _run_step(b: BoundStep, srep: StepReport, inputs: dict, live: _Live, report:
     srep.status, srep.reason, srep.wall_s, srep.metrics = "completed", None, wall, measured
     srep.checkpoint, srep.resumed = ckpt, False
     srep.artifacts = {k: str(v) for k, v in (result.artifacts or {}).items()}
-    srep.notes = list(result.notes or [])
+    srep.notes = list(result.notes or []) + ([deployed] if deployed else [])
     return None
+
+
+def _measure_deployed(result, live: _Live, measured: dict) -> str | None:
+    """An export step's artifact is measured in the runtime it names (runners/runtime): its
+    perplexity and latency replace the PyTorch probe's in `measured`. Returns a note saying which
+    runtime was measured, or None for a PyTorch artifact."""
+    from runners.runtime.measure import measure_deployed
+    from runners.training import base_model
+    vocab = min(len(live.tokenizer), base_model(live.model).config.vocab_size)
+    out = measure_deployed(result.artifacts, vocab, live.corpus, live.measure.params)
+    if out is None:
+        return None
+    measured.update(out[0])
+    if "size_mb" in result.metrics:  # the exported file's size, not the model's in PyTorch
+        measured["size_mb"] = float(result.metrics["size_mb"])
+    return out[1]
 
 
 # Metrics that belong to one step and are not carried over to a following read-only step.

@@ -176,7 +176,7 @@ def check_model_folder(source: str) -> None:
             raise SlmrecError.one(str(path / RECIPE), "not a valid JSON object") from None
         if recipe.get("lora"):
             check_adapter_folder(path / str(recipe["lora"]))
-        files = [path / WEIGHTS]
+        files = [path / str(recipe.get("weights", WEIGHTS))]  # slmrec-model.safetensors: no standard layout
     else:
         files = sorted(path.glob("*.safetensors"))
     if not files or not all(f.is_file() for f in files):
@@ -193,7 +193,8 @@ def check_model_folder(source: str) -> None:
             raise SlmrecError.one(str(f), f"corrupt or truncated safetensors file "
                                   f"({str(e).splitlines()[0][:120]})") from None
     if checkpoint:
-        _check_checkpoint_tensors(path, recipe, names)
+        from runners.quant.layout import own_names
+        _check_checkpoint_tensors(path, recipe, own_names(names, recipe))
         return
     try:
         from transformers import AutoConfig, AutoModelForCausalLM

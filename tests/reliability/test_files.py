@@ -124,7 +124,9 @@ def _copy(src: Path, dst: Path) -> Path:
 def _rewrite_tensors(folder: Path, edit) -> None:
     from safetensors.torch import load_file, save_file
 
-    f = folder / "model.safetensors"
+    recipe = folder / "slmrec.json"  # states with no standard layout use slmrec-model.safetensors
+    name = json.loads(recipe.read_text()).get("weights", "model.safetensors") if recipe.is_file() else "model.safetensors"
+    f = folder / name
     tensors = edit(load_file(str(f)))
     save_file(tensors, str(f), metadata={"format": "pt"})
 

@@ -1,0 +1,205 @@
+"""Deployable formats of SmolLM2-135M in the runtimes they ship on: file size, perplexity on a
+held-out slice, prefill and decode speed, all as ratios to the fp32 PyTorch model in the same run.
+
+Rows: fp32 / packed slmrec int8 and int4 in PyTorch; the compressed-tensors folders in plain
+transformers; ONNX fp32 / int8 / int4 (MatMulNBits) in ONNX Runtime; GGUF F16 / Q8_0 / Q4_0 /
+Q4_1 in llama.cpp (when llama-cpp-python is installed: the `deploy` extra). Every runtime gets the
+same thread count (BENCH_THREADS, default 1), the same random prompt and greedy decoding with its
+KV cache. Latency is measured round-robin (every session once per round, median over rounds) so
+that load from other processes on a shared machine falls on all rows alike; the
+compressed-tensors rows are decompressed to dense fp32 on load, so only their perplexity and size
+are measured. Perplexity is computed from each runtime's own logits on the validation split, which
+never overlaps the calibration split GPTQ uses. The "fp32" base is itself dequantised from the
+Q4_1 GGUF the bundled package ships (see README, Provenance), so Q4_1 re-quantizes it almost
+exactly; quality ratios are against that base.
+`BENCH_DEPLOY_ROWS=a,b` limits the table to rows whose label contains one of the strings;
+`BENCH_DEPLOY_ONNX_DIR=dir` reuses `dir/{none,int8,int4}/model.onnx` exported earlier from the same
+base with the same settings (the export takes minutes); `BENCH_DEPLOY_ROUNDS`, `BENCH_DEPLOY_BLOCKS` set the latency rounds and perplexity blocks.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from bench._common import md_table, ratio
+
+MODEL = os.environ.get("BENCH_MODEL", "smollm2-135m")
+PPL = {"seq_len": 256, "blocks": int(os.environ.get("BENCH_DEPLOY_BLOCKS", 6))}
+LAT = {"prompt_len": 32, "new_tokens": 16}
+ROUNDS = int(os.environ.get("BENCH_DEPLOY_ROUNDS", 5))  # latency rounds, every session once per round
+GOALS = {"int4": ("decode >= 2x", 2.0, 1.10), "int8": ("decode >= 1.3x", 1.3, 1.01)}
+
+
+def _rows():
+    """(label, bits or None, runtime, build(model, tok, corpus, workdir) -> artifact, on-disk path)."""
+    from runners.export.gguf import export_gguf
+    from runners.export.onnx import export_onnx, quantize_onnx
+
+    def torch_quant(bits, gptq=False):
+        def build(model, tok, corpus, wd):
+            import copy
+
+            from runners.quant.rtn import quantize_embeddings, quantize_rtn
+            m = copy.deepcopy(model)
+            if gptq:
+                from runners.quant.gptq import quantize_gptq
+                quantize_gptq(m, corpus.blocks("calibration", 128, 8), bits, 64, 0.01, True)
+            quantize_rtn(m, bits, 64)
+            quantize_embeddings(m, 8, 64)
+            from runners.checkpoint import save_checkpoint
+            folder = save_checkpoint(m, tok, wd / f"ct-int{bits}{'-gptq' if gptq else ''}")
+            return m, folder
+        return build
+
+    def plain_transformers(bits):
+        def build(model, tok, corpus, wd):
+            from transformers import AutoModelForCausalLM
+            folder = wd / f"ct-int{bits}"
+            return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval(), folder
+        return build
+
+    def onnx(quant):
+        def build(model, tok, corpus, wd):
+            cached = Path(os.environ.get("BENCH_DEPLOY_ONNX_DIR", wd)) / quant / "model.onnx"
+            if cached.is_file():  # exported earlier from the same base with the same settings
+                return cached, cached.parent
+            base = wd / "onnx-fp32" / "model.onnx"
+            if not base.exists():
+                export_onnx(model, base.parent, "none")
+            if quant == "none":
+                return base, base.parent
+            out = quantize_onnx(base, wd / f"onnx-{quant}" / "model.onnx", quant, 32)
+            return out, out.parent
+        return build
+
+    def gguf(qtype):
+        def build(model, tok, corpus, wd):
+            p = export_gguf(model, tok, wd / f"model.{qtype}.gguf", qtype)
+            return p, p
+        return build
+
+    return [
+        ("fp32", None, "pytorch", lambda m, t, c, wd: (m, None)),
+        ("slmrec RTN int8 g64 (packed)", "int8", "pytorch", torch_quant(8)),
+        ("slmrec RTN int4 g64 (packed)", "int4", "pytorch", torch_quant(4)),
+        ("compressed-tensors int8 g64", "int8", "transformers", plain_transformers(8)),
+        ("compressed-tensors int4 g64", "int4", "transformers", plain_transformers(4)),
+        ("ONNX fp32", None, "onnxruntime", onnx("none")),
+        ("ONNX int8 MatMulNBits b32", "int8", "onnxruntime", onnx("int8")),
+        ("ONNX int4 MatMulNBits b32", "int4", "onnxruntime", onnx("int4")),
+        ("GGUF F16", None, "llama.cpp", gguf("F16")),
+        ("GGUF Q8_0", "int8", "llama.cpp", gguf("Q8_0")),
+        ("GGUF Q4_0", "int4", "llama.cpp", gguf("Q4_0")),
+        ("GGUF Q4_1", "int4", "llama.cpp", gguf("Q4_1")),
+    ]
+
+
+def _size_mb(path) -> float | None:
+    if path is None:
+        return None
+    path = Path(path)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and
+                                            p.suffix in (".safetensors", ".onnx", ".data", ".gguf")]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def main() -> dict:
+    import statistics
+
+    import torch
+
+    from runners.data import load_corpus
+    from runners.models import load_model
+    from runners.runtime import available, open_session
+    from runners.runtime.measure import latency, perplexity
+
+    threads = torch.get_num_threads()
+    model, tok = load_model(MODEL, dtype="float32")
+    corpus = load_corpus(tok)
+    blocks = corpus.blocks("validation", PPL["seq_len"], PPL["blocks"])
+    vocab = model.config.vocab_size
+    only = [s for s in os.environ.get("BENCH_DEPLOY_ROWS", "").split(",") if s]
+    rows, skipped, sessions = [], [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        wd = Path(tmp)
+        fp32_size = _size_mb_fp32(model, tok, wd)
+        for label, bits, runtime, build in _rows():
+            if only and label != "fp32" and not any(s in label for s in only):
+                continue
+            session_runtime = "pytorch" if runtime == "transformers" else runtime
+            if not available(session_runtime):
+                skipped.append(f"{label}: {runtime} not installed")
+                continue
+            t0 = time.perf_counter()
+            artifact, path = build(model, tok, corpus, wd)
+            build_s = time.perf_counter() - t0
+            sess = open_session(session_runtime, artifact, threads=threads)
+            ppl = perplexity(sess, blocks)
+            rows.append({"label": label, "bits": bits, "runtime": runtime, "ppl": ppl,
+                         "size_mb": _size_mb(path) if path is not None else fp32_size,
+                         "build_s": build_s})
+            print(f"   {label}: ppl {ppl:.3f}, {rows[-1]['size_mb']:.1f} MB", flush=True)
+            if runtime != "transformers":
+                sessions[label] = sess
+            del sess
+        print(f"   latency: {ROUNDS} round-robin rounds over {len(sessions)} sessions", flush=True)
+        times: dict[str, dict[str, list]] = {k: {"prefill": [], "decode": []} for k in sessions}
+        for r in range(ROUNDS):
+            for label, sess in sessions.items():
+                lat = latency(sess, vocab, repeats=1, seed=r, **LAT)
+                times[label]["prefill"].append(lat["prefill_ms"])
+                times[label]["decode"].append(lat["decode_ms_per_token"])
+        sessions.clear()
+    for r in rows:
+        t = times.get(r["label"])
+        r["prefill_ms"] = statistics.median(t["prefill"]) if t else None
+        r["decode_ms_per_token"] = statistics.median(t["decode"]) if t else None
+    base = rows[0]
+    for r in rows:
+        r["ppl_ratio"] = r["ppl"] / base["ppl"]
+        r["size_ratio"] = r["size_mb"] / base["size_mb"]
+        r["prefill_speedup"] = base["prefill_ms"] / r["prefill_ms"] if r["prefill_ms"] else None
+        r["decode_speedup"] = base["decode_ms_per_token"] / r["decode_ms_per_token"] if r["decode_ms_per_token"] else None
+    ratios = {}
+    for bits, (what, speed, quality) in GOALS.items():
+        timed_rows = [r for r in rows if r["bits"] == bits and r["decode_speedup"]]
+        cands = [r for r in timed_rows if r["ppl_ratio"] <= quality]
+        best = max(cands, key=lambda r: r["decode_speedup"], default=None)
+        fastest = max(timed_rows, key=lambda r: r["decode_speedup"], default=None)
+        if best:
+            note = f"{best['label']} in {best['runtime']}: ppl x{best['ppl_ratio']:.3f} (<= {quality})"
+        else:
+            note = f"no {bits} row within ppl x{quality}"
+            if fastest:
+                note += (f"; fastest {fastest['label']} x{fastest['decode_speedup']:.2f} at ppl "
+                         f"x{fastest['ppl_ratio']:.3f}")
+        entry = ratio(best["decode_speedup"] if best else None, f">= {speed}", note)
+        if best is None:
+            entry["ok"] = False  # the goal is missed, not unmeasured
+        ratios[f"{bits} decode speedup within ppl x{quality}"] = entry
+        if fastest:
+            ratios[f"{bits} fastest decode speedup (any quality)"] = ratio(
+                fastest["decode_speedup"], None, f"{fastest['label']} in {fastest['runtime']}, "
+                f"ppl x{fastest['ppl_ratio']:.3f}, size x{fastest['size_ratio']:.3f}")
+    table = md_table([[r["label"], r["runtime"], r["size_mb"], r["size_ratio"], r["ppl"], r["ppl_ratio"],
+                       r["prefill_speedup"], r["decode_speedup"], r["decode_ms_per_token"]] for r in rows],
+                     ["format", "runtime", "size MB", "size ratio", "ppl", "ppl ratio", "prefill x",
+                      "decode x", "decode ms/token"])
+    md = (table + f"\n\nPerplexity on {PPL['blocks']} validation blocks of {PPL['seq_len']} tokens "
+          "(the validation split; GPTQ calibration uses the disjoint calibration split), from each "
+          f"runtime's own logits. Latency: {LAT['prompt_len']}-token prompt, {LAT['new_tokens']} greedy "
+          f"tokens with the KV cache, median of {ROUNDS} round-robin rounds, {threads} thread(s) in every "
+          "runtime. Speed ratios are fp32 PyTorch time over the row's time (higher is faster). The base "
+          "is dequantised from a Q4_1 GGUF (see docs/deploy.md, Provenance).")
+    if skipped:
+        md += "\n\nNot measured: " + "; ".join(skipped) + "."
+    return {"title": "deployable formats x runtimes on SmolLM2-135M, ratios to fp32 PyTorch",
+            "rows": rows, "skipped": skipped, "ratios": ratios, "markdown": md}
+
+
+def _size_mb_fp32(model, tok, wd: Path) -> float:
+    from runners.checkpoint import save_checkpoint
+    return _size_mb(save_checkpoint(model, tok, wd / "fp32"))

@@ -1,0 +1,104 @@
+"""export: write the current model as a deployable file in the step's folder and measure it.
+
+Formats (`format:`):
+  safetensors  slmrec's checkpoint folder, which is also a standard transformers folder wherever
+               one exists (weight-only quantized weights in the compressed-tensors layout, see
+               runners/quant/layout.py), plus the unmerged LoRA adapter folder
+  gguf         one .gguf file for llama.cpp (runners/export/gguf.py), of GGUF type `gguf_type`
+  onnx         model.onnx for ONNX Runtime (runners/export/onnx.py), optionally with int8/int4
+               weight-only MatMulNBits quantization (`onnx_quant`)
+The artifact's path is returned under `artifacts["model"]`, with its runtime under
+`artifacts["runtime"]`, so a following measurement can run it where it will be deployed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from runners.base import Runner, RunnerParams, StepContext, StepFailed, StepResult
+from runners.checkpoint import ADAPTER, save_checkpoint
+from slmrec.errors import SlmrecError
+
+RUNTIME = {"safetensors": "pytorch", "gguf": "llama.cpp", "onnx": "onnxruntime"}
+
+
+class ExportParams(RunnerParams):
+    name: str = Field("model", description="folder (or file stem) name inside the step's folder")
+    format: Literal["safetensors", "gguf", "onnx"] = Field("safetensors", description="artifact format")
+    gguf_type: Literal["F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"] = Field(
+        "Q8_0", description="GGUF tensor type for the weight matrices (format: gguf)")
+    onnx_quant: Literal["none", "int8", "int4"] = Field(
+        "none", description="ONNX Runtime weight-only quantization of MatMul weights (format: onnx)")
+    block_size: int = Field(32, ge=16, le=256, description="MatMulNBits block size (format: onnx)")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", v):
+            raise ValueError("must be a plain folder name (letters, digits, . _ -)")
+        return v
+
+    @field_validator("block_size")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError("block_size must be a power of two (16, 32, 64, 128 or 256)")
+        return v
+
+
+def file_mb(path: Path) -> float:
+    path = Path(path)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+class Export(Runner):
+    id = "export"
+    Params = ExportParams
+    summary = "write a deployable artifact (safetensors folder, GGUF file, ONNX model) and measure its size"
+
+    def run(self, ctx: StepContext, params: ExportParams) -> StepResult:
+        try:
+            if params.format == "gguf":
+                return self._gguf(ctx, params)
+            if params.format == "onnx":
+                return self._onnx(ctx, params)
+        except SlmrecError as e:
+            raise StepFailed("; ".join(p.message for p in e.problems)) from None
+        return self._safetensors(ctx, params)
+
+    def _safetensors(self, ctx, params) -> StepResult:
+        folder = save_checkpoint(ctx.model, ctx.tokenizer, ctx.workdir / params.name)
+        weights = sum(p.stat().st_size for p in folder.rglob("*.safetensors"))
+        artifacts = {"model": str(folder), "runtime": RUNTIME["safetensors"]}
+        notes = [f"safetensors checkpoint at {folder}; reload with runners.models.load_model"]
+        from runners.checkpoint import OWN_WEIGHTS
+        if (folder / OWN_WEIGHTS).is_file():
+            notes.append("no standard transformers layout for this state: plain transformers refuses "
+                         "the folder; export format gguf or onnx for a deployable file")
+        else:
+            notes.append("plain transformers.AutoModelForCausalLM.from_pretrained loads this folder")
+        if (folder / ADAPTER).is_dir():
+            artifacts["adapter"] = str(folder / ADAPTER)
+            notes.append(f"unmerged LoRA adapter (peft format) at {folder / ADAPTER}")
+        return StepResult(model=ctx.model, metrics={"size_mb": weights / 1e6}, artifacts=artifacts, notes=notes)
+
+    def _gguf(self, ctx, params) -> StepResult:
+        from runners.export.gguf import export_gguf
+        path = export_gguf(ctx.model, ctx.tokenizer, ctx.workdir / f"{params.name}.{params.gguf_type}.gguf",
+                           params.gguf_type, params.name)
+        return StepResult(model=ctx.model, metrics={"size_mb": file_mb(path)},
+                          artifacts={"model": str(path), "runtime": RUNTIME["gguf"]},
+                          notes=[f"GGUF {params.gguf_type} for llama.cpp at {path}"])
+
+    def _onnx(self, ctx, params) -> StepResult:
+        from runners.export.onnx import export_onnx
+        path = export_onnx(ctx.model, ctx.workdir / params.name, params.onnx_quant, params.block_size)
+        quant = "" if params.onnx_quant == "none" else f", {params.onnx_quant} weight-only MatMulNBits"
+        return StepResult(model=ctx.model, metrics={"size_mb": file_mb(path.parent)},
+                          artifacts={"model": str(path), "runtime": RUNTIME["onnx"]},
+                          notes=[f"ONNX model{quant} for ONNX Runtime at {path}"])
