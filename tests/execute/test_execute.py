@@ -66,7 +66,7 @@ def test_hand_written_plan_runs_end_to_end(tmp_path, tiny_kb, tiny_model_dir):
     assert row["predicted"] == 0.12 and row["ratio"] == pytest.approx(row["measured"] / 0.12)
     assert row["within_range"] == (0.1 <= row["measured"] <= 0.2)
     md = (out / "report.md").read_text()
-    assert "Predicted vs measured" in md and "| step 2 | rtn | size_mb | 0.12 |" in md
+    assert "Predicted vs measured" in md and "| step 2 | rtn | size_mb | – | 0.12 | 0.1–0.2 |" in md
     assert read_report(out).steps[0].metrics == report.steps[0].metrics
     state = json.loads((out / "state.json").read_text())
     assert state["plan_hash"] == report.plan_hash and state["report"]["status"] == "completed"
