@@ -20,7 +20,8 @@ def run(rid, ctx, **params):
 
 
 def test_every_registered_runner_imports():
-    for rid in RUNNERS:
+    # Test runners (tests/execute) registered by other tests need their own parameters.
+    for rid in [r for r in RUNNERS if RUNNERS[r].startswith("runners.")]:
         runner = get_runner(rid)
         assert runner.id == rid and runner.Params().model_dump() is not None
 
