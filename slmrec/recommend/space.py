@@ -62,13 +62,7 @@ class KBIndex:
         return rules_for(self.kb).must_precede(a, b)
 
     def precedes_relation(self, a: str, b: str) -> Relation | None:
-        kb = self.kb
-        for x in (a, kb.methods[a].component if a in kb.methods else a):
-            for y in (b, kb.methods[b].component if b in kb.methods else b):
-                r = kb.relations.get((x, RelationKind.precedes.value, y))
-                if r is not None:
-                    return r
-        return None
+        return rules_for(self.kb).precedes_relation(a, b)
 
     # ---- conflicts and requirements -------------------------------------------------------
 
