@@ -38,6 +38,22 @@ def _refuse_packed(model, what: str) -> None:
                          "fine-tune before quantizing")
 
 
+def adapter_targets(model, what: str, targets: str) -> tuple[object, list[str], list[str]]:
+    """The model ready for new adapters (an earlier unmerged one merged in), the names of the
+    block linears `targets` selects, and notes. Refuses packed weights and models with none."""
+    notes = []
+    if hasattr(model, "peft_config"):
+        model = model.merge_and_unload()
+        notes.append("merged the earlier unmerged adapter before adding a new one")
+    _refuse_packed(model, what)
+    names = [n for n, _ in block_linears(model)]
+    if targets == "attention":
+        names = [n for n in names if "attn" in n or "attention" in n]
+    if not names:
+        raise StepFailed(f"{what}: no {targets} linears found in {type(model).__name__}")
+    return model, names, notes
+
+
 class LoRAParams(RunnerParams):
     rank: int = Field(8, ge=1, le=1024)
     alpha: float = Field(16.0, gt=0, le=4096)
@@ -57,17 +73,7 @@ class LoRA(Runner):
 
     def run(self, ctx: StepContext, params: LoRAParams) -> StepResult:
         from peft import LoraConfig, get_peft_model
-        model = ctx.model
-        notes = []
-        if hasattr(model, "peft_config"):
-            model = model.merge_and_unload()
-            notes.append("merged the earlier unmerged LoRA before adding new adapters")
-        _refuse_packed(model, self.id)
-        names = [n for n, _ in block_linears(model)]
-        if params.targets == "attention":
-            names = [n for n in names if "attn" in n or "attention" in n]
-        if not names:
-            raise StepFailed(f"{self.id}: no {params.targets} linears found in {type(model).__name__}")
+        model, names, notes = adapter_targets(ctx.model, self.id, params.targets)
         sparse = model_stats(model)["sparsity"] > 0.05
         gen = set_seed(ctx.seed)
         cfg = LoraConfig(r=params.rank, lora_alpha=params.alpha, lora_dropout=params.dropout,

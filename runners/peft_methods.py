@@ -18,9 +18,8 @@ import torch
 from pydantic import Field, model_validator
 
 from runners.base import Runner, RunnerParams, StepContext, StepFailed, StepResult
-from runners.finetune import _batches, _refuse_packed
+from runners.finetune import _batches, adapter_targets
 from runners.models import model_stats
-from runners.prune import block_linears
 from runners.training import set_seed, train
 
 # The adapter types this runner is tested with (tests/runners/test_peft_methods.py).
@@ -119,16 +118,7 @@ class PeftAdapter(Runner):
 
     def run(self, ctx: StepContext, params: PeftParams) -> StepResult:
         from peft import get_peft_model
-        model, notes = ctx.model, []
-        if hasattr(model, "peft_config"):
-            model = model.merge_and_unload()
-            notes.append("merged the earlier unmerged adapter before adding a new one")
-        _refuse_packed(model, self.id)
-        names = [n for n, _ in block_linears(model)]
-        if params.targets == "attention":
-            names = [n for n in names if "attn" in n or "attention" in n]
-        if not names:
-            raise StepFailed(f"{self.id}: no {params.targets} linears found in {type(model).__name__}")
+        model, names, notes = adapter_targets(ctx.model, self.id, params.targets)
         mlp = [n for n in names if "mlp" in n or "feed_forward" in n]
         gen = set_seed(ctx.seed)
         try:
