@@ -14,7 +14,7 @@ from slmrec.plan import Plan, Step, validate_plan
 from slmrec.recommend import recommend
 from slmrec.recommend.goals import serves
 from slmrec.recommend.value import gain_evidence, quality_prior
-from slmrec.scenario import parse_scenario
+from tests.recommend.lifecycle_scenario import sc
 from slmrec.schema import Goal, Method
 
 
@@ -23,11 +23,6 @@ def kb():
     return load_kb()
 
 
-def sc(kb, **fields):
-    data = {"task": "test", "base_model": "smollm2-360m", "hardware": "raspberry-pi-5-8gb",
-            "budgets": {"memory_mb": 700}, "tolerance_pct": 5}
-    data.update(fields)
-    return parse_scenario(data, "<test>", kb, "test")
 
 
 # ---- goals say what may serve them ------------------------------------------------------------

@@ -15,7 +15,7 @@ from slmrec.recommend.goals import implied_goals
 from slmrec.recommend.lifecycle import _risk
 from slmrec.recommend.rules import rules_for
 from slmrec.recommend.value import Gain, task_gain
-from slmrec.scenario import parse_scenario
+from tests.recommend.lifecycle_scenario import sc
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +23,6 @@ def kb():
     return load_kb()
 
 
-def sc(kb, **fields):
-    data = {"task": "test", "base_model": "smollm2-360m", "hardware": "raspberry-pi-5-8gb",
-            "budgets": {"memory_mb": 700}, "tolerance_pct": 5}
-    data.update(fields)
-    return parse_scenario(data, "<test>", kb, "test")
 
 
 # ---- one rule checker -----------------------------------------------------------------------
