@@ -23,8 +23,6 @@ def kb():
     return load_kb()
 
 
-
-
 # ---- goals say what may serve them ------------------------------------------------------------
 
 def test_every_shipped_serves_meets_its_goal(kb):
