@@ -159,3 +159,21 @@ def quantize_onnx(src: Path, dst: Path, quant: str, block_size: int = 32, accura
     q.process()
     q.model.save_model_to_file(str(dst), use_external_data_format=True)
     return dst
+
+
+def with_accuracy_level(src, level: int) -> Path:
+    """A copy of the graph at `src` whose MatMulNBits nodes compute at accuracy_level `level`
+    (0 fp32, 4 int8 activations), next to it and sharing its external weights file; returns its path."""
+    import onnx
+    src = Path(src)
+    dst = src.parent / f"{src.stem}.acc{level}.onnx"
+    proto = onnx.load(str(src), load_external_data=False)
+    for node in proto.graph.node:
+        if node.op_type == "MatMulNBits":
+            kept = [a for a in node.attribute if a.name != "accuracy_level"]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+            if level:
+                node.attribute.append(onnx.helper.make_attribute("accuracy_level", level))
+    onnx.save(proto, str(dst))
+    return dst

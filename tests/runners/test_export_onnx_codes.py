@@ -132,3 +132,19 @@ def test_plan_quantize_then_onnx_export_carries_the_codes_into_onnxruntime(tmp_p
     assert any("measured on the exported file in onnxruntime" in n for n in export.notes)
     # the ONNX file's perplexity, measured in ONNX Runtime, is the quantized model's own
     assert export.metrics["ppl"] == pytest.approx(quant.metrics["ppl"], rel=2e-3)
+
+
+def test_accuracy_level_copy_shares_the_weights_and_switches_the_kernels(exported):
+    import onnx
+
+    from runners.export.onnx import with_accuracy_level
+    from runners.runtime import open_session
+    case = ("rtn", 4, 32, 8, 0)
+    model, path = exported[case]
+    fast = with_accuracy_level(path, 4)
+    levels = {onnx.helper.get_attribute_value(a) for n in onnx.load(str(fast), load_external_data=False).graph.node
+              if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "accuracy_level"}
+    assert levels == {4}
+    ref = _reference(model)
+    got = open_session("onnxruntime", fast).logits(IDS)
+    assert np.abs(got - ref).max() <= 2e-2 * np.abs(ref).max()
