@@ -46,9 +46,14 @@ def _result(model, targets, start: float, notes: list[str]) -> StepResult:
     return StepResult(model=model, metrics=metrics, notes=notes)
 
 
+Pattern = Literal["unstructured", "2:4"]
+PATTERN_DOC = "unstructured, or 2:4 (two of every four consecutive input weights of a row zeroed: sparsity 0.5)"
+
+
 class MagnitudeParams(RunnerParams):
     sparsity: float = Field(0.5, ge=0.0, le=0.99, description="fraction of block-linear weights set to zero")
     scope: Literal["global", "layer"] = Field("layer", description="one threshold for all, or one per linear")
+    pattern: Pattern = Field("unstructured", description=PATTERN_DOC)
 
 
 class MagnitudePrune(Runner):
@@ -62,6 +67,9 @@ class MagnitudePrune(Runner):
         model = ctx.model
         _check_plain(model, self.id)
         targets = block_linears(model)
+        if params.pattern == "2:4":
+            prune_n_m(targets, {n: m.weight.abs().float() for n, m in targets}, ctx)
+            return _result(model, targets, start, ["magnitude pruning, 2:4 semi-structured"])
         if params.scope == "global":
             scores = torch.cat([m.weight.abs().flatten().float() for _, m in targets])
             k = int(params.sparsity * scores.numel())
@@ -74,6 +82,17 @@ class MagnitudePrune(Runner):
                 _prune_lowest(m.weight, m.weight.abs().float(), params.sparsity, per_row=False)
                 ctx.progress(i + 1, len(targets))
         return _result(model, targets, start, [f"magnitude pruning, {params.scope} scope"])
+
+
+def prune_n_m(targets, scores: dict, ctx: StepContext, n: int = 2, m: int = 4) -> None:
+    """Zero the n lowest-scoring of every m consecutive input weights of each row (N:M sparsity)."""
+    for i, (name, lin) in enumerate(targets):
+        rows, cols = lin.weight.shape
+        if cols % m:
+            raise StepFailed(f"{n}:{m} sparsity: {name} has {cols} input features, not a multiple of {m}")
+        idx = scores[name].reshape(rows, cols // m, m).topk(n, dim=-1, largest=False).indices
+        lin.weight.view(rows, cols // m, m).scatter_(-1, idx, 0)
+        ctx.progress(i + 1, len(targets))
 
 
 def _prune_lowest(weight: torch.Tensor, score: torch.Tensor, sparsity: float, per_row: bool) -> None:
@@ -96,6 +115,7 @@ class WandaParams(RunnerParams):
         "layer", description="layer: the lowest scores of each output row (Wanda's choice); global: one threshold")
     samples: int = Field(16, ge=1, le=4096, description="calibration blocks")
     seq_len: int = Field(256, ge=8, le=8192)
+    pattern: Pattern = Field("unstructured", description=PATTERN_DOC)
 
 
 class WandaPrune(Runner):
@@ -113,6 +133,9 @@ class WandaPrune(Runner):
         with oom_guard(self.id):
             norms = input_sq_norms(model, calib, [n for n, _ in targets])
         scores = {n: m.weight.abs().float() * norms[n].sqrt()[None, :] for n, m in targets}
+        if params.pattern == "2:4":
+            prune_n_m(targets, scores, ctx)
+            return _result(model, targets, start, [f"Wanda on {calib.numel()} calibration tokens, 2:4 semi-structured"])
         if params.scope == "global":
             flat = torch.cat([s.flatten() for s in scores.values()])
             k = int(params.sparsity * flat.numel())
