@@ -51,6 +51,8 @@ RUNNERS: dict[str, str] = {
     "spectrum": "runners.selective_finetune:Spectrum",
     "lisa": "runners.selective_finetune:LISA",
     "needle-eval": "runners.needle_eval:NeedleEval",
+    # bitsandbytes 4-bit on CPU (runners/qlora.py, runners/nf4.py)
+    "qlora": "runners.qlora:QLoRA",
 }
 
 
