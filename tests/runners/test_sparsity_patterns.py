@@ -1,0 +1,57 @@
+"""2:4 semi-structured pruning (magnitude and Wanda scores) on a tiny Llama, and the KB method bound
+to it run with the KB's own parameters."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from runners.base import StepFailed
+from runners.prune import block_linears
+from runners.registry import get_runner
+
+
+def run(rid, ctx, **params):
+    runner = get_runner(rid)
+    return runner.run(ctx, runner.Params(**params))
+
+
+def groups_of_four(model):
+    for name, lin in block_linears(model):
+        w = lin.weight.detach()
+        yield name, w.view(w.shape[0], -1, 4)
+
+
+@pytest.mark.parametrize("rid, extra", [("magnitude-prune", {}), ("wanda-prune", {"samples": 4, "seq_len": 64})])
+def test_two_of_every_four_are_zero(tiny, make_ctx, rid, extra):
+    model, tok = tiny
+    before = {n: lin.weight.detach().clone() for n, lin in block_linears(model)}
+    res = run(rid, make_ctx(model, tok), pattern="2:4", **extra)
+    assert res.metrics["pruned_fraction"] == pytest.approx(0.5, abs=0.005)
+    for name, g in groups_of_four(res.model):
+        assert ((g == 0).sum(-1) >= 2).all(), name
+        kept = g != 0
+        orig = before[name].view_as(g)
+        assert torch.equal(g[kept], orig[kept]), f"{name}: kept weights changed"
+        if rid == "magnitude-prune":  # the two kept are the two largest |w| of their group
+            dropped_max = orig.abs().masked_fill(kept, 0).amax(-1)
+            kept_min = orig.abs().masked_fill(~kept, float("inf")).amin(-1)
+            has_two = kept.sum(-1) == 2
+            assert (kept_min[has_two] >= dropped_max[has_two]).all(), name
+
+
+def test_kb_semi_structured_method_runs_with_its_kb_params(tiny, make_ctx):
+    from slmrec.kb import load_kb
+    method = load_kb().methods["semi-structured-2-4"]
+    params = {n: s.default for n, s in method.params.items() if s.default is not None}
+    model, tok = tiny
+    res = run(method.runner, make_ctx(model, tok), **params, samples=4, seq_len=64)
+    assert res.metrics["pruned_fraction"] == pytest.approx(0.5, abs=0.005)
+    assert "2:4" in " ".join(res.notes)
+
+
+def test_refuses_widths_that_are_not_a_multiple_of_four(make_ctx):
+    from runners.models import tiny_model
+    model, tok = tiny_model(layers=1, hidden=30, heads=3, kv_heads=1, intermediate=62, vocab=300)
+    with pytest.raises(StepFailed, match="not a multiple of 4"):
+        run("magnitude-prune", make_ctx(model, tok), pattern="2:4")
