@@ -27,6 +27,8 @@ Run: `python -m bench library_quantizers`.
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -148,11 +150,15 @@ SPARSITY = {
     "wanda 50% (ours)": _runner("wanda-prune", {"sparsity": 0.5, **CAL}),
     "magnitude 2:4 (ours)": _runner("magnitude-prune", {"pattern": "2:4"}),
     "wanda 2:4 (ours)": _runner("wanda-prune", {"pattern": "2:4", **CAL}),
+    "sparsegpt 50% (ours)": _runner("sparsegpt-prune", {"sparsity": 0.5, **CAL}),
+    "sparsegpt 2:4 (ours)": _runner("sparsegpt-prune", {"pattern": "2:4", **CAL}),
     f"{LLMC} SparseGPT 50%": _llmc("SparseGPTModifier", sparsity=0.5, targets=["Linear"]),
     f"{LLMC} SparseGPT 2:4": _llmc("SparseGPTModifier", sparsity=0.5, mask_structure="2:4", targets=["Linear"]),
     f"{LLMC} Wanda 50%": _llmc("WandaPruningModifier", sparsity=0.5, targets=["Linear"]),
 }
 SECTIONS = {"int4": INT4, "int8": INT8, "sparsity": SPARSITY}
+RUN = os.environ.get("BENCH_LIBQ_SECTIONS", ",".join(SECTIONS)).split(",")
+RESULT = Path(__file__).resolve().parent / "results" / "library_quantizers.json"
 
 
 def _measure(fn, corpus, workdir: Path, base) -> dict:
@@ -193,9 +199,19 @@ def main() -> dict:
     results: dict[str, dict] = {}
     skipped: list[str] = []
     md = []
+    prev = json.loads(RESULT.read_text(encoding="utf-8")) if RESULT.is_file() else {}
+    carried = [s for s in SECTIONS if s not in RUN]
     with tempfile.TemporaryDirectory(prefix="slmrec-libquant-") as tmp:
         for section, methods in SECTIONS.items():
             rows = [["fp32 (bundled)", round(base.ppl, 3), 1.0, "–", "–", round(base_eval_s, 1)]]
+            if section in carried:  # BENCH_LIBQ_SECTIONS ran other sections: keep this one's figures
+                old = {k: v for k, v in (prev.get("methods") or {}).items() if v.get("section") == section}
+                results.update(old)
+                rows += [[k, v["ppl"], v["ratio"], f"{v['low']:.4f}..{v['high']:.4f}", v["apply_s"], v["eval_s"]]
+                         for k, v in old.items()]
+                md.append(f"**{section}** (carried over from the run started {prev.get('started')})\n\n"
+                          + md_table(rows, ["method", "ppl", "ratio to fp32", "spread over 4 parts", "apply s", "eval s"]))
+                continue
             for key, fn in methods.items():
                 if LLMC in key and not has_llmc:
                     skipped.append(key)
@@ -219,6 +235,10 @@ def main() -> dict:
         "quanto_w8a8_ppl_over_dynamic_int8_ppl": (_div(results, q8, dyn), "quanto W8A8 / torch.ao dynamic int8 perplexity"),
         "quanto_w8a16_ppl_over_dynamic_int8_ppl": (_div(results, w8, dyn), "quanto W8A16 / torch.ao dynamic int8 perplexity"),
         "quanto_w8a8_eval_time_over_dynamic_int8": (_div(results, q8, dyn, "eval_s"), "perplexity-pass wall time ratio"),
+        "own_sparsegpt_50_ppl_over_llmc_sparsegpt_50": (_div(results, "sparsegpt 50% (ours)", f"{LLMC} SparseGPT 50%"),
+                                                        "our SparseGPT / llm-compressor SparseGPT perplexity at 50%"),
+        "own_sparsegpt_24_ppl_over_llmc_sparsegpt_24": (_div(results, "sparsegpt 2:4 (ours)", f"{LLMC} SparseGPT 2:4"),
+                                                        "our SparseGPT / llm-compressor SparseGPT perplexity at 2:4"),
         "sparsegpt_50_ppl_over_wanda_50": (_div(results, f"{LLMC} SparseGPT 50%", "wanda 50% (ours)"),
                                            "llm-compressor SparseGPT / our Wanda perplexity at 50%"),
         "sparsegpt_24_ppl_over_wanda_24": (_div(results, f"{LLMC} SparseGPT 2:4", "wanda 2:4 (ours)"),
@@ -229,7 +249,7 @@ def main() -> dict:
     return {
         "title": f"library vs own quantizers and sparsifiers on {MODEL}, validation[0:4096]",
         "slice": base.slice, "tokens": base.tokens, "base": {"ppl": round(base.ppl, 3), "eval_s": round(base_eval_s, 2)},
-        "methods": results, "skipped": skipped, "eval": EVAL, "calibration": CAL, "threads": torch.get_num_threads(),
+        "methods": results, "skipped": skipped, "sections_run": [s for s in SECTIONS if s not in carried], "eval": EVAL, "calibration": CAL, "threads": torch.get_num_threads(),
         "ratios": {k: ratio(v, None, note + ", same slice") for k, (v, note) in ratios.items() if v is not None},
         "markdown": "\n\n".join(md)
         + f"\n\nint4 rows: group {GROUP}, every linear except the tied head; embedding kept float. Perplexity on "

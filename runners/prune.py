@@ -151,6 +151,38 @@ class WandaPrune(Runner):
         return _result(model, targets, start, [f"Wanda on {calib.numel()} calibration tokens, {where}"])
 
 
+class SparseGPTParams(RunnerParams):
+    sparsity: float = Field(0.5, ge=0.0, le=0.99, description="fraction of weights set to zero (unstructured)")
+    pattern: Pattern = Field("unstructured", description=PATTERN_DOC)
+    samples: int = Field(16, ge=1, le=4096, description="calibration blocks")
+    seq_len: int = Field(256, ge=8, le=8192)
+    damp: float = Field(0.01, gt=0, le=1.0, description="Hessian damping, fraction of its mean diagonal")
+
+
+class SparseGPTPrune(Runner):
+    id = "sparsegpt-prune"
+    Params = SparseGPTParams
+    summary = "SparseGPT: prune column by column with inverse-Hessian updates of the remaining weights"
+
+    @torch.no_grad()
+    def run(self, ctx: StepContext, params: SparseGPTParams) -> StepResult:
+        from runners.sparsegpt import prune_sparsegpt
+        start = time.perf_counter()
+        model = ctx.model
+        _check_plain(model, self.id)
+        targets = block_linears(model)
+        n_m = (2, 4) if params.pattern == "2:4" else (0, 0)
+        bad = [n for n, m in targets if n_m[1] and m.in_features % 4]
+        if bad:
+            raise StepFailed(f"2:4 sparsity: {bad[0]} has {model.get_submodule(bad[0]).in_features} input features, "
+                             "not a multiple of 4")
+        calib = ctx.corpus.blocks("calibration", params.seq_len, params.samples)
+        with oom_guard(self.id):
+            prune_sparsegpt(model, calib, 0.5 if n_m[0] else params.sparsity, *n_m, params.damp, progress=ctx.progress)
+        what = "2:4 semi-structured" if n_m[0] else f"{params.sparsity:.0%} unstructured"
+        return _result(model, targets, start, [f"SparseGPT {what} on {calib.numel()} calibration tokens"])
+
+
 def _shrink(ctx: StepContext, what: str, params, edit) -> tuple[str, dict, float]:
     """Run a structural edit (`edit(model, calib, fraction)`) on calibration blocks; return its
     note, the model's statistics with the parameters removed, and the parameter count before."""

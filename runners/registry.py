@@ -18,6 +18,7 @@ RUNNERS: dict[str, str] = {
     "sequence-distill": "runners.distill:SequenceDistill",
     "magnitude-prune": "runners.prune:MagnitudePrune",
     "wanda-prune": "runners.prune:WandaPrune",
+    "sparsegpt-prune": "runners.prune:SparseGPTPrune",
     "structured-prune": "runners.prune:StructuredPrune",
     "layer-drop": "runners.prune:LayerDrop",
     "dynamic-int8": "runners.quantize:DynamicInt8",

@@ -55,3 +55,37 @@ def test_refuses_widths_that_are_not_a_multiple_of_four(make_ctx):
     model, tok = tiny_model(layers=1, hidden=30, heads=3, kv_heads=1, intermediate=62, vocab=300)
     with pytest.raises(StepFailed, match="not a multiple of 4"):
         run("magnitude-prune", make_ctx(model, tok), pattern="2:4")
+
+
+def test_sparsegpt_reconstructs_the_layer_output_better_than_magnitude():
+    """SparseGPT's point: with the same number of zeros, its updated weights reproduce X W^T on the
+    calibration inputs better than dropping the smallest weights, unstructured and 2:4, when input
+    features differ in scale (as LLM activations with outlier channels do)."""
+    from runners.sparsegpt import sparsegpt_weight
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 64, generator=g) * torch.rand(64, generator=g).mul(3).exp()
+    w = torch.randn(32, 64, generator=g)
+    h = x.T @ x / len(x)
+    for n_m in ((0, 0), (2, 4)):
+        sparse = sparsegpt_weight(w, h, 0.5, *n_m)
+        mag = w.clone()
+        if n_m[0]:
+            idx = w.abs().view(32, -1, 4).topk(2, dim=-1, largest=False).indices
+            mag.view(32, -1, 4).scatter_(-1, idx, 0)
+            assert ((sparse.view(32, -1, 4) == 0).sum(-1) >= 2).all()
+        else:
+            mag[w.abs() <= w.abs().flatten().kthvalue(w.numel() // 2).values] = 0
+        assert (sparse == 0).float().mean() == pytest.approx(0.5, abs=0.02)
+        err = lambda v: float((x @ (v - w).T).pow(2).mean())  # noqa: E731
+        assert err(sparse) < 0.5 * err(mag), n_m
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_sparsegpt_runner_prunes_half(tiny, make_ctx, pattern):
+    model, tok = tiny
+    res = run("sparsegpt-prune", make_ctx(model, tok), pattern=pattern, samples=4, seq_len=64)
+    assert res.metrics["pruned_fraction"] == pytest.approx(0.5, abs=0.01)
+    assert torch.isfinite(res.model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits).all()
+    if pattern == "2:4":
+        for name, g in groups_of_four(res.model):
+            assert ((g == 0).sum(-1) >= 2).all(), name
