@@ -16,6 +16,10 @@ calibration split (disjoint from validation). The embedding table and the tied h
 - sparsity: 50% unstructured and 2:4. Ours: magnitude per linear and Wanda per output row
   (runners/prune.py). Library: llm-compressor's SparseGPTModifier and WandaModifier.
 
+torchao 0.18.0 installs without changing torch but, once installed, prints load failures of its
+CUDA-only extensions on every import of transformers and PEFT; the int8 row runs when it is
+importable (`pip install --no-deps --target /tmp/tao torchao==0.18.0`, then on PYTHONPATH).
+
 llm-compressor 0.14.0.1 pins transformers<=5.17.0 and compressed-tensors==0.19.0 (we pin 5.24.0 and
 0.20.1), so it cannot be a dependency; it imports and runs beside our pins when installed without
 its dependencies: `pip install --no-deps --target /tmp/llmc llmcompressor==0.14.0.1` and
@@ -43,6 +47,7 @@ HQQ_VERSION = "0.2.8.post1"
 QUANTO_VERSION = "0.2.7"
 LLMC_VERSION = "0.14.0.1"
 LLMC = "llm-compressor"
+TORCHAO = "torchao 0.18.0"
 
 
 def _fresh():
@@ -130,6 +135,21 @@ def _llmc(modifier: str, **kw):
     return run
 
 
+def _torchao(config: str):
+    """torchao's `quantize_` with one config on the linears our runners quantize."""
+    def run(corpus, workdir: Path):
+        import torchao.quantization as tq
+
+        from runners.quant.rtn import linear_names
+
+        model, _ = _fresh()
+        names = set(linear_names(model))
+        t0 = time.perf_counter()
+        tq.quantize_(model, getattr(tq, config)(), filter_fn=lambda m, fqn: fqn in names)
+        return model, time.perf_counter() - t0
+    return run
+
+
 LLMC_GPTQ = {"config_groups": {"g": {"targets": ["Linear"], "weights": {
     "num_bits": BITS, "type": "int", "symmetric": False, "strategy": "group", "group_size": GROUP,
     "actorder": "static"}}}}
@@ -144,6 +164,8 @@ INT8 = {
     "torch.ao dynamic int8 (ours, dynamic-int8)": _runner("dynamic-int8", {}),
     f"quanto {QUANTO_VERSION} W8A16 (qint8 weights)": _quanto("qint8"),
     f"quanto {QUANTO_VERSION} W8A8 (qint8 weights + calibrated activations)": _quanto("qint8", "qint8"),
+    f"{TORCHAO} Int8DynamicActivationInt8Weight (per-token dynamic activations)":
+        _torchao("Int8DynamicActivationInt8WeightConfig"),
 }
 SPARSITY = {
     "magnitude 50% (ours)": _runner("magnitude-prune", {"sparsity": 0.5, "scope": "layer"}),
@@ -162,6 +184,8 @@ RESULT = Path(__file__).resolve().parent / "results" / "library_quantizers.json"
 
 
 def _measure(fn, corpus, workdir: Path, base) -> dict:
+    import torch
+
     from runners.evaluate import perplexity_report
     from runners.prune import block_linears
 
@@ -169,7 +193,8 @@ def _measure(fn, corpus, workdir: Path, base) -> dict:
     t0 = time.perf_counter()
     rep = perplexity_report(model, corpus, **EVAL)
     eval_s = time.perf_counter() - t0
-    zeros = [float((m.weight == 0).float().mean()) for _, m in block_linears(model)] or [0.0]
+    zeros = [float((m.weight == 0).float().mean()) for _, m in block_linears(model)
+             if type(m.weight) in (torch.Tensor, torch.nn.Parameter)] or [0.0]  # plain float weights only
     del model
     r, lo, hi = rep.ratio(base)
     return {"ppl": round(rep.ppl, 3), "ratio": round(r, 4), "low": round(lo, 4), "high": round(hi, 4),
@@ -190,6 +215,7 @@ def main() -> dict:
     from runners.evaluate import perplexity_report
 
     has_llmc = importlib.util.find_spec("llmcompressor") is not None
+    has_torchao = importlib.util.find_spec("torchao") is not None
     model, tok = _fresh()
     corpus = load_corpus(tok)
     t0 = time.perf_counter()
@@ -213,7 +239,7 @@ def main() -> dict:
                           + md_table(rows, ["method", "ppl", "ratio to fp32", "spread over 4 parts", "apply s", "eval s"]))
                 continue
             for key, fn in methods.items():
-                if LLMC in key and not has_llmc:
+                if (LLMC in key and not has_llmc) or (TORCHAO in key and not has_torchao):
                     skipped.append(key)
                     continue
                 print(f"   {section}: {key}", flush=True)
@@ -226,6 +252,7 @@ def main() -> dict:
                                                               "apply s", "eval s"]))
     q4, q8 = f"quanto {QUANTO_VERSION} qint4", f"quanto {QUANTO_VERSION} W8A8 (qint8 weights + calibrated activations)"
     dyn, w8 = "torch.ao dynamic int8 (ours, dynamic-int8)", f"quanto {QUANTO_VERSION} W8A16 (qint8 weights)"
+    tao = f"{TORCHAO} Int8DynamicActivationInt8Weight (per-token dynamic activations)"
     ratios = {
         "hqq_ppl_over_gptq_ppl": (_div(results, f"hqq {HQQ_VERSION}", "gptq (ours)"), "HQQ / our GPTQ perplexity"),
         "hqq_ppl_over_rtn_ppl": (_div(results, f"hqq {HQQ_VERSION}", "rtn (ours)"), "HQQ / our RTN perplexity"),
@@ -234,6 +261,10 @@ def main() -> dict:
                                         "llm-compressor GPTQ / our GPTQ perplexity"),
         "quanto_w8a8_ppl_over_dynamic_int8_ppl": (_div(results, q8, dyn), "quanto W8A8 / torch.ao dynamic int8 perplexity"),
         "quanto_w8a16_ppl_over_dynamic_int8_ppl": (_div(results, w8, dyn), "quanto W8A16 / torch.ao dynamic int8 perplexity"),
+        "torchao_int8_dynamic_ppl_over_dynamic_int8_ppl": (_div(results, tao, dyn),
+                                                           "torchao int8 dynamic / torch.ao dynamic int8 perplexity"),
+        "torchao_int8_dynamic_eval_time_over_dynamic_int8": (_div(results, tao, dyn, "eval_s"),
+                                                             "perplexity-pass wall time ratio"),
         "quanto_w8a8_eval_time_over_dynamic_int8": (_div(results, q8, dyn, "eval_s"), "perplexity-pass wall time ratio"),
         "own_sparsegpt_50_ppl_over_llmc_sparsegpt_50": (_div(results, "sparsegpt 50% (ours)", f"{LLMC} SparseGPT 50%"),
                                                         "our SparseGPT / llm-compressor SparseGPT perplexity at 50%"),
