@@ -20,6 +20,9 @@ def test_goals_of_the_depth_issue(kb):
     assert len(kb.methods) >= 200
     assert len(kb.models) >= 30
     assert len(kb.relations) >= 800
+    # at least 60% of effects carry a published or measured figure; a not-transferable note or
+    # an unpublished one does not count
+    assert coverage(kb)["effects"]["share_with_figure"] >= 0.6
 
 
 def _shape_params(b) -> float:
