@@ -40,14 +40,15 @@ def test_two_of_every_four_are_zero(tiny, make_ctx, rid, extra):
             assert (kept_min[has_two] >= dropped_max[has_two]).all(), name
 
 
-def test_kb_semi_structured_method_runs_with_its_kb_params(tiny, make_ctx):
+@pytest.mark.parametrize("method_id, note", [("semi-structured-2-4", "2:4"), ("sparsegpt", "SparseGPT 50%")])
+def test_kb_sparsity_methods_run_with_their_kb_params(tiny, make_ctx, method_id, note):
     from slmrec.kb import load_kb
-    method = load_kb().methods["semi-structured-2-4"]
+    method = load_kb().methods[method_id]
     params = {n: s.default for n, s in method.params.items() if s.default is not None}
     model, tok = tiny
     res = run(method.runner, make_ctx(model, tok), **params, samples=4, seq_len=64)
-    assert res.metrics["pruned_fraction"] == pytest.approx(0.5, abs=0.005)
-    assert "2:4" in " ".join(res.notes)
+    assert res.metrics["pruned_fraction"] == pytest.approx(0.5, abs=0.01)
+    assert note in " ".join(res.notes)
 
 
 def test_refuses_widths_that_are_not_a_multiple_of_four(make_ctx):
