@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from slmrec.estimate.constants import MODEL_METRICS, STEP_METRICS, UNITS
 from slmrec.estimate.evidence import ZERO
 from slmrec.estimate.options import Option
-from slmrec.estimate.runtimes import profile, runtime_for_methods
 from slmrec.estimate.state import ModelState
 from slmrec.plan import Prediction
 
@@ -22,11 +21,8 @@ class ChainPredictor:
         one (for this call only; the estimator's own runtime is restored afterwards)."""
         kept = (self.profile, self.calibration)
         try:
-            if self.runtime is None:
-                found = runtime_for_methods(self.kb, [o.method for o in options])
-                if found:
-                    self.profile = profile(self.kb, found, self.hw_class)
-                    self._bind_calibration()
+            rt = self.chain_runtime(o.method for o in options)
+            self.profile, self.calibration = self.profile_for(rt), self.calibration_for(rt)
             return self._predict_chain(options)
         finally:
             self.profile, self.calibration = kept

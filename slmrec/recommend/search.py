@@ -108,6 +108,12 @@ class Search:
         self._sim_memo: dict[tuple, tuple] = {}
         self._prefix_memo: dict[tuple, tuple] = {}
         self._orders_memo: dict[frozenset, list] = {}
+        self._rt_memo: dict[tuple, tuple] = {}
+        self._rt_methods = frozenset(m for rt in space.kb.runtimes.values() for m in rt.methods)
+        reach = dict.fromkeys([self.est.chain_runtime(()),
+                               *(self.est.chain_runtime((o.method,)) for o in space.options
+                                 if o.method in self._rt_methods)])
+        self._bound_profiles = [self.est.profile_for(rt) for rt in reach]
         self.rules = rules_for(space.kb)
         self.has_requires = any(o.method in space.idx.requires for o in space.options)
         self._build_levels()
@@ -323,6 +329,16 @@ class Search:
     def _model_metrics(self, s: ModelState) -> dict[str, float]:
         return dict(zip(MODEL_KEYS, self.est.metrics(s)))
 
+    def _lower_metrics(self, s: ModelState) -> dict[str, float]:
+        """Model metrics under the fastest runtime any completion could deploy with (a chain
+        is priced with its deployment step's runtime, so bounds take the least over them)."""
+        m = dict(zip(MODEL_KEYS, self.est.metrics(s, self._bound_profiles[0])))
+        for prof in self._bound_profiles[1:]:
+            v = self.est.metrics(s, prof)
+            m["decode_ms_per_token"] = min(m["decode_ms_per_token"], v[5])
+            m["prefill_ms"] = min(m["prefill_ms"], v[6])
+        return m
+
     # ---- scoring --------------------------------------------------------------------------
 
     def _score(self, m: dict[str, float], q: float, n_steps: int, tflop: float,
@@ -489,13 +505,13 @@ class Search:
             m = self._bound_memo.get(key)
             if m is None:
                 m = self._bound_memo[key] = self._cal_lower(
-                    self._model_metrics(self._optimistic(s, used, i)))
+                    self._lower_metrics(self._optimistic(s, used, i)))
             q, q_hi = self._q_bound(loss, rec, n_rec, i, self.max_steps - len(chosen))
         else:
             key = (id(s), -1)
             m = self._bound_memo.get(key)
             if m is None:
-                m = self._bound_memo[key] = self._cal_lower(self._model_metrics(s))
+                m = self._bound_memo[key] = self._cal_lower(self._lower_metrics(s))
             q, q_hi = self._q_final(loss, rec)
         cal = self.est.calibration
         if cal is not None:
@@ -703,12 +719,14 @@ class Search:
                 cost = StepCost(cost.peak_memory_mb + extra, cost.tflop, cost.hours)
             steps.append((s, cost))
             self._prefix_memo[key[:len(steps)]] = tuple(steps)
-        m = self._model_metrics(s)
+        # priced with the chain's own runtime (its deployment step), as the final prediction is
+        rt = self._runtime_of(order)
+        m = dict(zip(MODEL_KEYS, est.metrics(s, est.profile_for(rt))))
         m["step_peak_memory_mb"] = max((c.peak_memory_mb for _, c in steps), default=0.0)
         m["step_tflop"] = sum(c.tflop for _, c in steps)
         m["step_hours"] = sum(c.hours for _, c in steps)
         q = (s.q, min(s.q_lo, s.q), max(s.q_hi, s.q))
-        cal = est.calibration
+        cal = est.calibration_for(rt)
         if cal is not None and order:
             last = order[-1].method
             for k2 in list(m):
@@ -720,6 +738,15 @@ class Search:
                 q = tuple(got2)
         got = self._sim_memo[key] = (m, q, steps)
         return got
+
+    def _runtime_of(self, order: tuple[Option, ...]) -> str | None:
+        """The runtime the chain deploys with (None: the default one); memoised per method set,
+        since only the last deployment step in the chain decides."""
+        key = tuple(o.method for o in order if o.method in self._rt_methods)
+        got = self._rt_memo.get(key)
+        if got is None:
+            got = self._rt_memo[key] = (self.est.chain_runtime(key),)
+        return got[0]
 
     def evaluate(self, order: tuple[Option, ...]) -> Candidate:
         """Score one ordered chain against the current limits."""
