@@ -115,6 +115,8 @@ def _predict_all(kb, models: dict[str, str]) -> tuple[dict, float]:
             final = est.predict_chain(opts).final
             preds[(m, label)] = {k: final[k].value for k in METRICS if k in final}
             preds[(m, label)]["_method"] = steps[-1]["method"] if steps else "plan"
+            preds[(m, label)]["_params"] = dict(opts[-1].params) if opts else {}
+            preds[(m, label)]["_model_params"] = arch.params
     return preds, time.perf_counter() - t0
 
 
@@ -149,7 +151,7 @@ def _errors(preds: dict, measured: dict, cal_for) -> dict:
                 continue
             cal = cal_for(key)
             v = p[metric]
-            got = cal.correct(metric, v, p["_method"]) if cal else None
+            got = cal.correct(metric, v, p["_method"], params=p["_params"]) if cal else None
             c = got[0] if got is not None else v
             if metric == "quality_loss_pct":
                 before.append(abs((1 + v / 100) / (1 + meas / 100) - 1))
@@ -210,7 +212,9 @@ def _run(kb, work: Path) -> dict:
     cores = os.cpu_count() or 1
     rows = [{"method": preds[k]["_method"], "metric": metric, "predicted": preds[k].get(metric),
              "measured": v.get(metric), "model": k[0], "plan": k[1],
-             "loaded": (v.get("_load") or 0) > cores}
+             "loaded": (v.get("_load") or 0) > cores,
+             "context": {"params": preds[k]["_params"],
+                         "base_params": preds[k]["_model_params"]}}
             for k, v in measured.items() for metric in METRICS
             if not (metric == "quality_loss_pct" and k[0] in TINY)]
     cals = {k: Calibration.fit([r for r in rows if r["model"] != k[0] or
@@ -218,13 +222,14 @@ def _run(kb, work: Path) -> dict:
             for k in measured}
 
     def cal_for(key):
-        return cals[key].bind(kb, "cpu", "runtime-hf-transformers", None)
+        return cals[key].bind(kb, "cpu", "runtime-hf-transformers",
+                              preds[key]["_model_params"])
 
     corrected = {}
     for key, p in preds.items():
         c = dict(p)
         for metric in METRICS:
-            got = cal_for(key).correct(metric, p[metric], p["_method"]) \
+            got = cal_for(key).correct(metric, p[metric], p["_method"], params=p["_params"]) \
                 if p.get(metric) is not None else None
             if got is not None:
                 c[metric] = got[0]

@@ -53,7 +53,7 @@ class ChainPredictor:
             preds["step_hours"] = Prediction(value=_r(cost.hours), low=_r(cost.hours),
                                              high=_r(cost.hours), unit="h", basis="analytic",
                                              sources=list(self.chw.sources))
-            self._calibrate(preds, opt.method)
+            self._calibrate(preds, opt.method, opt.params)
             steps.append(preds)
             s = s2
         return ChainPrediction(base, steps, s)
@@ -99,14 +99,14 @@ class ChainPredictor:
             basis="analytic", sources=src)
         return out
 
-    def _calibrate(self, preds: dict[str, Prediction], method: str) -> None:
+    def _calibrate(self, preds: dict[str, Prediction], method: str, params: dict) -> None:
         cal = self.calibration
         if cal is None:
             return
         for name, p in preds.items():
             if p.value is None:
                 continue
-            got = cal.correct(name, p.value, method, low=p.low, high=p.high)
+            got = cal.correct(name, p.value, method, low=p.low, high=p.high, params=params)
             if got is not None:
                 v, lo, hi = got[0], got[1], got[2]
                 note = getattr(got, "note", "corrected by calibration on measured runs")

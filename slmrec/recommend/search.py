@@ -728,12 +728,12 @@ class Search:
         q = (s.q, min(s.q_lo, s.q), max(s.q_hi, s.q))
         cal = est.calibration_for(rt)
         if cal is not None and order:
-            last = order[-1].method
+            last, lp = order[-1].method, order[-1].params
             for k2 in list(m):
-                got2 = cal.correct(k2, m[k2], last)
+                got2 = cal.correct(k2, m[k2], last, params=lp)
                 if got2 is not None:
                     m[k2] = got2[0]
-            got2 = cal.correct("quality_loss_pct", q[0], last, low=q[1], high=q[2])
+            got2 = cal.correct("quality_loss_pct", q[0], last, low=q[1], high=q[2], params=lp)
             if got2 is not None:
                 q = tuple(got2)
         got = self._sim_memo[key] = (m, q, steps)
