@@ -13,6 +13,7 @@ plain floats on a slotted `ModelState`; `predict_chain` wraps the same arithmeti
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from slmrec.estimate.arch import (BITS_PRECISIONS, Arch, Workload, _float_peak, _peak,
@@ -290,7 +291,8 @@ class Estimator(StepCosts, ChainPredictor):
     def metrics(self, s: ModelState, prof=None) -> tuple[float, float, float, float, float, float,
                                                           float]:
         """(params, bits_per_weight, sparsity, size_mb, inference_memory_mb, decode_ms, prefill_ms)
-        priced with runtime profile `prof` (default: the estimator's own)."""
+        priced with runtime profile `prof` (default: the estimator's own; a list of profiles:
+        the least decode and prefill over them, for lower bounds)."""
         params = s.params
         size = self.weight_bytes(s, read=False)
         kv = self.kv_bytes(s)
@@ -312,13 +314,15 @@ class Estimator(StepCosts, ChainPredictor):
         attn_positions = self.arch.kv_positions(wl.context) / self.arch.layers
         flops_tok = 2 * active + 4 * s.layers * s.heads * s.head_dim * attn_positions
         read = self.weight_bytes(s, read=True)
-        prof = prof or self.profile
         deq = s.int_quant and not (s.format is None and s.read_bits >= 16)
-        decode = prof.decode_s(read + kv, self.bw_peak, s.layers, deq,
-                               flops_tok * wl.batch, peak * 1e12) * 1000 / s.speedup
         p = wl.prompt_tokens
         pf_flops = wl.batch * (2 * active * p + 2 * s.layers * s.heads * s.head_dim * p * p)
-        prefill = prof.prefill_s(pf_flops, peak * 1e12, read, self.bw_peak, s.layers) * 1000
+        decode = prefill = math.inf
+        for pr in (prof if isinstance(prof, (list, tuple)) else (prof or self.profile,)):
+            decode = min(decode, pr.decode_s(read + kv, self.bw_peak, s.layers, deq,
+                                             flops_tok * wl.batch, peak * 1e12) * 1000 / s.speedup)
+            prefill = min(prefill, pr.prefill_s(pf_flops, peak * 1e12, read, self.bw_peak,
+                                                s.layers) * 1000)
         bpw = size * 8 / params if params else 0.0
         return params, bpw, s.sparsity, size / MB, memory, decode, prefill
 

@@ -13,6 +13,9 @@ from slmrec.estimate.state import ModelState
 from slmrec.plan import Prediction
 
 
+_SCALED: dict[tuple, tuple] = {}   # (option key, model params) -> (method, scaled option)
+
+
 class ChainPredictor:
     """Prediction records for a chain; expects the Estimator's state and metric methods."""
 
@@ -69,7 +72,13 @@ class ChainPredictor:
 
         from slmrec.estimate.options import compile_option  # noqa: PLC0415
 
-        new = compile_option(m, opt.params, self.arch.params)
+        key = (opt.key, self.arch.params)
+        got = _SCALED.get(key)
+        if got is None or got[0] is not m:
+            if len(_SCALED) > 50000:
+                _SCALED.clear()
+            got = _SCALED[key] = (m, compile_option(m, opt.params, self.arch.params))
+        new = got[1]
         upd = {}
         if new.quality is not None and opt.quality_status == "ok":
             upd["quality"] = new.quality

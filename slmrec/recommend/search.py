@@ -332,12 +332,7 @@ class Search:
     def _lower_metrics(self, s: ModelState) -> dict[str, float]:
         """Model metrics under the fastest runtime any completion could deploy with (a chain
         is priced with its deployment step's runtime, so bounds take the least over them)."""
-        m = dict(zip(MODEL_KEYS, self.est.metrics(s, self._bound_profiles[0])))
-        for prof in self._bound_profiles[1:]:
-            v = self.est.metrics(s, prof)
-            m["decode_ms_per_token"] = min(m["decode_ms_per_token"], v[5])
-            m["prefill_ms"] = min(m["prefill_ms"], v[6])
-        return m
+        return dict(zip(MODEL_KEYS, self.est.metrics(s, self._bound_profiles)))
 
     # ---- scoring --------------------------------------------------------------------------
 
