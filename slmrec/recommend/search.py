@@ -109,6 +109,7 @@ class Search:
         self._prefix_memo: dict[tuple, tuple] = {}
         self._orders_memo: dict[frozenset, list] = {}
         self._rt_memo: dict[tuple, tuple] = {}
+        self._floor_memo: dict[str, float] = {}
         self._rt_methods = frozenset(m for rt in space.kb.runtimes.values() for m in rt.methods)
         reach = dict.fromkeys([self.est.chain_runtime(()),
                                *(self.est.chain_runtime((o.method,)) for o in space.options
@@ -191,7 +192,10 @@ class Search:
             for o in lvl.options:
                 cred = self.est.credit(o)
                 sig = (tuple(sorted(o.t.items())), o.structure, o.group_overhead_bits, cred,
-                       (o.speedup.value, o.speedup.high) if o.speedup and cred[2] else None)
+                       (o.speedup.value, o.speedup.high) if o.speedup and cred[2] else None,
+                       o.format,   # a storage format changes the state as much as its bits
+                       self.est.chain_runtime((o.method,)) if o.method in self._rt_methods
+                       else None)
                 self.sig[o.key] = sig
                 by_sig.setdefault((sig, o.recovery), []).append(o)
             lvl.groups = [sorted(g, key=lambda o: (o.quality.value, o.quality.high))
@@ -235,6 +239,10 @@ class Search:
             recs = list(self.suf_rec[i + 1])
             for o in self.levels[i].options:
                 prec, sparse, spd = est.credit(o)
+                if o.format:   # a storage format is read as stored: its leanest tensor class
+                    lo = self._format_floor(o.format)
+                    for k in ("store_bits", "read_bits", "embed_store", "embed_read"):
+                        best[k] = min(best.get(k, lo), lo)
                 for f, v in o.t.items():
                     if f == "weight_bits":
                         gs = o.t.get("group_size")
@@ -279,6 +287,16 @@ class Search:
             self.suf_speed[i] = self.suf_speed[i + 1] * speed
             self.suf_rec[i] = recs
 
+    def _format_floor(self, fmt: str) -> float:
+        """The fewest bits per weight any tensor class takes in this format (on the base
+        shape; fallbacks on narrower rows only add bits): a lower bound for bounds."""
+        got = self._floor_memo.get(fmt)
+        if got is None:
+            est = self.est
+            by = est.formats.bits_by_class(fmt, est.shape(self.sp.base))
+            got = self._floor_memo[fmt] = min(by.values()) if by else 0.0
+        return got
+
     def _optimistic(self, s: ModelState, used: frozenset, i: int) -> ModelState:
         best = self.suf_fields[i]
         o = s.copy()
@@ -322,6 +340,13 @@ class Search:
             o.vocab = best["vocab_size"]
         if "activation_bits" in best and "activation_bits" not in used:
             o.act_bits = min(o.act_bits or 99.0, best["activation_bits"])
+        if o.format and (o.layers, o.intermediate, o.heads, o.vocab) != \
+                (s.layers, s.intermediate, s.heads, s.vocab):
+            # narrower rows may fall back to wider types in a format (K-quants): bound the
+            # reduced model by the format's leanest tensor type instead
+            lo = self._format_floor(o.format)
+            o.format = None
+            o.bits = o.read_bits = o.embed_bits = o.embed_read_bits = lo
         o.speedup = o.speedup * self.suf_speed[i]
         o.extra = 0.0 if "adds_params_fraction" not in used else o.extra
         return o
