@@ -79,3 +79,29 @@ def test_branch_and_bound_finds_the_exhaustive_best(kb, data):
     slow = exhaustive(build_space(idx, sc, sc.base_model, dominance=False), max_steps=2)
     assert slow.top and fast.top
     assert fast.top[0].score == pytest.approx(slow.top[0].score, abs=1e-9)
+
+
+def test_calibrated_search_agrees_with_the_calibrated_final_prediction(kb):
+    # offsets per runtime and per option: the search must bind them as the final prediction does
+    from slmrec.calibrate import Calibration
+
+    def rows(method, metric, params, pairs, runtime=None):
+        return [{"method": method, "metric": metric, "predicted": p, "measured": m,
+                 "context": {"params": params, "runtime": runtime,
+                             "hardware": {"profile": "laptop-2core-avx2"}}} for p, m in pairs]
+
+    data = rows("rtn-weight-only", "quality_loss_pct", {"bits": 8, "group_size": 128,
+                                                         "embedding_bits": 8}, [(2, 3), (2, 3.2)]) \
+        + rows("gguf-k-quants", "decode_ms_per_token", {"bits": 4}, [(40, 60), (50, 80)],
+               "runtime-llama-cpp") \
+        + rows("rtn-weight-only", "decode_ms_per_token", {"bits": 8, "group_size": 128,
+                                                           "embedding_bits": 8}, [(40, 30)])
+    cal = Calibration.fit(data, kb=kb)
+    sc = load_scenario(CASES[0][0], kb)
+    sp = build_space(kb_index(kb), sc, CASES[0][1], calibration=cal)
+    top = Search(sp, k=5).run().top
+    assert top
+    for c in top:
+        final = sp.est.predict_chain(list(c.options)).final
+        assert _close(c.metrics["decode_ms_per_token"], final["decode_ms_per_token"].value)
+        assert _close(c.q[0], final["quality_loss_pct"].value)
