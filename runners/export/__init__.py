@@ -8,6 +8,9 @@ Formats (`format:`):
   onnx         model.onnx for ONNX Runtime (runners/export/onnx.py): weights packed by an earlier
                RTN/GPTQ step are carried as MatMulNBits from their integer codes; float weights
                optionally get onnxruntime's int8/int4 round-to-nearest MatMulNBits (`onnx_quant`)
+  executorch   model.pte for ExecuTorch with XNNPACK (runners/export/executorch.py), static KV cache
+               of `max_seq_len` positions, optionally torchao's 8da4w / 8da8w (`executorch_quant`);
+               needs the `executorch` extra
 The artifact's path is returned under `artifacts["model"]`, with its runtime under
 `artifacts["runtime"]`, so a following measurement can run it where it will be deployed.
 """
@@ -24,12 +27,12 @@ from runners.base import Runner, RunnerParams, StepContext, StepFailed, StepResu
 from runners.checkpoint import ADAPTER, save_checkpoint
 from slmrec.errors import SlmrecError
 
-RUNTIME = {"safetensors": "pytorch", "gguf": "llama.cpp", "onnx": "onnxruntime"}
+RUNTIME = {"safetensors": "pytorch", "gguf": "llama.cpp", "onnx": "onnxruntime", "executorch": "executorch"}
 
 
 class ExportParams(RunnerParams):
     name: str = Field("model", description="folder (or file stem) name inside the step's folder")
-    format: Literal["safetensors", "gguf", "onnx"] = Field("safetensors", description="artifact format")
+    format: Literal["safetensors", "gguf", "onnx", "executorch"] = Field("safetensors", description="artifact format")
     gguf_type: Literal["F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"] = Field(
         "Q8_0", description="GGUF tensor type for the weight matrices (format: gguf)")
     onnx_quant: Literal["none", "int8", "int4"] = Field(
@@ -38,6 +41,10 @@ class ExportParams(RunnerParams):
     accuracy_level: Literal[0, 4] = Field(
         4, description="MatMulNBits compute (format: onnx): 4 int8 activations and onnxruntime's int8 "
                        "kernels (fast), 0 fp32 (exactly the dequantised weights, slow for int8)")
+    executorch_quant: Literal["none", "8da4w", "8da8w"] = Field(
+        "none", description="torchao XNNPACK quantization of the linears (format: executorch): int8 dynamic "
+                            "activations with int4 weights per group of 32, or int8 weights per channel")
+    max_seq_len: int = Field(512, ge=8, le=8192, description="static KV cache positions (format: executorch)")
 
     @field_validator("name")
     @classmethod
@@ -63,7 +70,7 @@ def file_mb(path: Path) -> float:
 class Export(Runner):
     id = "export"
     Params = ExportParams
-    summary = "write a deployable artifact (safetensors folder, GGUF file, ONNX model) and measure its size"
+    summary = "write a deployable artifact (safetensors folder, GGUF file, ONNX model, ExecuTorch program) and measure its size"
 
     def run(self, ctx: StepContext, params: ExportParams) -> StepResult:
         try:
@@ -71,6 +78,8 @@ class Export(Runner):
                 return self._gguf(ctx, params)
             if params.format == "onnx":
                 return self._onnx(ctx, params)
+            if params.format == "executorch":
+                return self._executorch(ctx, params)
         except SlmrecError as e:
             raise StepFailed("; ".join(p.message for p in e.problems)) from None
         return self._safetensors(ctx, params)
@@ -118,3 +127,13 @@ class Export(Runner):
                          f"({'int8 activations' if params.accuracy_level == 4 else 'fp32 compute'})")
         return StepResult(model=ctx.model, metrics={"size_mb": file_mb(path.parent)},
                           artifacts={"model": str(path), "runtime": RUNTIME["onnx"]}, notes=notes)
+
+    def _executorch(self, ctx, params) -> StepResult:
+        from runners.export.executorch import export_executorch
+        path = export_executorch(ctx.model, ctx.workdir / f"{params.name}.pte", params.executorch_quant,
+                                 params.max_seq_len)
+        notes = [f"ExecuTorch program (XNNPACK) at {path}, static KV cache of {params.max_seq_len} positions"]
+        if params.executorch_quant != "none":
+            notes.append(f"linears quantized with torchao {params.executorch_quant} (int8 dynamic activations)")
+        return StepResult(model=ctx.model, metrics={"size_mb": file_mb(path)},
+                          artifacts={"model": str(path), "runtime": RUNTIME["executorch"]}, notes=notes)

@@ -5,6 +5,8 @@ taken through it: prefill and decode latency, and perplexity, in the runtime its
   onnxruntime  an exported model.onnx (runners/export/onnx.py) on ONNX Runtime's CPU provider
   llama.cpp    an exported .gguf (runners/export/gguf.py) through llama-cpp-python (optional
                dependency: the `deploy` extra builds it from source, see docs/deploy.md)
+  executorch   an exported .pte (runners/export/executorch.py) in ExecuTorch's runtime with
+               XNNPACK (optional dependency: the `executorch` extra)
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ RUNTIMES: dict[str, str] = {
     "pytorch": "runners.runtime.torch_session:TorchSession",
     "onnxruntime": "runners.runtime.ort_session:OrtSession",
     "llama.cpp": "runners.runtime.llamacpp_session:LlamaCppSession",
+    "executorch": "runners.runtime.executorch_session:ExecuTorchSession",
 }
 PACKAGE = {"onnxruntime": ("onnxruntime", "pip install onnxruntime==1.32.0"),
-           "llama.cpp": ("llama_cpp", "pip install -e '.[deploy]' (builds llama-cpp-python from source)")}
+           "llama.cpp": ("llama_cpp", "pip install -e '.[deploy]' (builds llama-cpp-python from source)"),
+           "executorch": ("executorch", "pip install -e '.[executorch]'")}
 
 
 def available(runtime: str) -> bool:

@@ -1,0 +1,47 @@
+"""ExecuTorch session on a .pte written by runners/export/executorch.py, in ExecuTorch's Python
+runtime (executorch.runtime: the same C++ runtime and XNNPACK kernels a device links). The KV cache
+lives inside the program; the session tracks the next cache position."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class ExecuTorchSession:
+    runtime = "executorch"
+
+    def __init__(self, path, threads: int = 1):
+        from executorch.runtime import Runtime
+        # XNNPACK's thread pool follows the process-wide setting of the executorch extension
+        self.threads = threads
+        try:
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+            _unsafe_reset_threadpool(threads)
+        except (ImportError, AttributeError, RuntimeError):
+            pass
+        self.method = Runtime.get().load_program(str(path)).load_method("forward")
+        self.pos = 0
+
+    def reset(self) -> None:
+        self.pos = 0
+
+    def _run(self, ids: list[int]) -> np.ndarray:
+        n = len(ids)
+        out = self.method.execute([torch.tensor([ids], dtype=torch.long),
+                                   torch.arange(self.pos, self.pos + n, dtype=torch.long)])
+        self.pos += n
+        return out[0][0].float().numpy()
+
+    def prefill(self, ids):
+        self.reset()
+        return self._run(ids)[-1]
+
+    def step(self, token: int):
+        return self._run([token])[-1]
+
+    def logits(self, ids):
+        self.reset()
+        out = self._run(ids)
+        self.reset()
+        return out
