@@ -749,6 +749,9 @@ class RuntimeFit(Record):
     layer_ms: float = Field(default=0.0, ge=0, description="fixed time per layer per token")
     dequant_layer_ms: float = Field(default=0.0, ge=0, description="extra per layer when "
                                                                    "weights are dequantized")
+    dequant_byte_cost: float = Field(default=0.0, ge=0, description="extra time per weight byte "
+                                     "unpacked on the fly, in units of that byte's read time at "
+                                     "peak bandwidth (kernels that dequantise per layer)")
     rows: int = Field(default=0, ge=0, description="published rows the fit used")
     basis: Literal["fitted", "assumed"] = "fitted"
 

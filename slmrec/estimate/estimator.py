@@ -320,7 +320,8 @@ class Estimator(StepCosts, ChainPredictor):
         decode = prefill = math.inf
         for pr in (prof if isinstance(prof, (list, tuple)) else (prof or self.profile,)):
             decode = min(decode, pr.decode_s(read + kv, self.bw_peak, s.layers, deq,
-                                             flops_tok * wl.batch, peak * 1e12) * 1000 / s.speedup)
+                                             flops_tok * wl.batch, peak * 1e12,
+                                             dequant_bytes=read) * 1000 / s.speedup)
             prefill = min(prefill, pr.prefill_s(pf_flops, peak * 1e12, read, self.bw_peak,
                                                 s.layers) * 1000)
         bpw = size * 8 / params if params else 0.0
