@@ -130,6 +130,9 @@ def fit_profiles(kb, archs, rows: list[dict]) -> dict:
     fits = {}
     for (rt, klass), items in groups.items():
         a = np.array([[ms, 1.0, layers, deq, deq_ms] for (ms, layers, deq, deq_ms), _ in items])
+        runtime = kb.runtimes.get(rt) if kb is not None else None
+        if runtime is not None and not runtime.unpacks_weights:
+            a[:, 4] = 0.0   # fused block kernels (llama.cpp, ExecuTorch): no per-byte unpacking
         y = np.array([t for _, t in items])
         if len(items) < 2:
             continue

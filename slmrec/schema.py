@@ -763,6 +763,9 @@ class Runtime(Record):
     name: str
     methods: list[Id] = Field(default_factory=list, description="deployment methods that run it")
     fits: list[RuntimeFit] = Field(min_length=1)
+    unpacks_weights: bool = Field(default=False, description="its kernels unpack packed integer "
+                                  "weights per layer before the multiply, so a per-byte cost "
+                                  "(dequant_byte_cost) is fitted; fused block kernels do not")
     note: str | None = None
     sources: list[Id] = Field(min_length=1)
 
