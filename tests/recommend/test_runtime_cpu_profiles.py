@@ -37,3 +37,41 @@ def test_fit_recovers_the_packed_byte_cost_from_few_rows(monkeypatch):
     assert fit["bandwidth_efficiency"] == pytest.approx(eff, rel=1e-3)
     assert fit["dequant_byte_cost"] == pytest.approx(cost, rel=1e-3)
     assert fit["token_ms"] == fit["layer_ms"] == 0.0   # fewer than FULL_FIT_ROWS rows
+
+
+def test_byte_cost_is_not_fitted_for_fused_block_kernels(monkeypatch):
+    from types import SimpleNamespace
+
+    from bench import estimator_accuracy as ea
+
+    feats = {"f16": (20.0, 30, 0.0, 0.0), "q8": (10.0, 30, 30, 9.0), "q4": (6.0, 30, 30, 5.0)}
+    monkeypatch.setattr(ea, "_features", lambda kb, archs, r: feats[r["format"]])
+    rows = [{"runtime": rt, "hardware_class": "cpu", "format": f, "tok_s": 1000 / (ms + 2 * dq)}
+            for rt in ("fused", "unpacking") for f, (ms, _, _, dq) in feats.items()]
+    kb = SimpleNamespace(runtimes={"fused": SimpleNamespace(unpacks_weights=False),
+                                   "unpacking": SimpleNamespace(unpacks_weights=True)})
+    fits = ea.fit_profiles(kb, None, rows)
+    assert fits[("fused", "cpu")]["dequant_byte_cost"] == 0.0
+    assert fits[("unpacking", "cpu")]["dequant_byte_cost"] == pytest.approx(2.0, rel=1e-3)
+
+
+@pytest.fixture(scope="module")
+def kb():
+    from slmrec.kb import load_kb
+    return load_kb()
+
+
+def test_cpu_profiles_of_the_shipped_kb(kb):
+    from slmrec.estimate import Arch, Estimator, compile_option
+    from slmrec.estimate.runtimes import runtime_for_methods
+
+    hw = kb.hardware["laptop-2core-avx2"]
+    est = Estimator(kb, Arch.from_card(kb.models["smollm2-135m"]), hw)
+    assert est.profile.runtime == "runtime-hf-transformers" and est.profile.hardware_class == "cpu"
+    assert runtime_for_methods(kb, ["rtn-weight-only", "onnx-export"]) == "runtime-onnxruntime"
+    rtn = kb.methods["rtn-weight-only"]
+    decode = {bits: est.predict_chain([compile_option(rtn, {"bits": bits, "group_size": 32})])
+              .final["decode_ms_per_token"].value for bits in (4, 8)}
+    base = est.predict_chain([]).final["decode_ms_per_token"].value
+    # measured at one thread (bench/packed_decode_formats.py): int4 2.0x, int8 1.5-1.6x faster
+    assert decode[4] < decode[8] < base
