@@ -3,7 +3,8 @@ held-out slice, prefill and decode speed, all as ratios to the fp32 PyTorch mode
 
 Rows: fp32 / packed slmrec int8 and int4 in PyTorch; the compressed-tensors folders in plain
 transformers; ONNX fp32 / int8 / int4 (MatMulNBits) in ONNX Runtime; GGUF F16 / Q8_0 / Q4_0 /
-Q4_1 in llama.cpp (when llama-cpp-python is installed: the `deploy` extra). Every runtime gets the
+Q4_1, a GPTQ int4 g64 model whose codes are carried into Q4_1 blocks, and llama.cpp's own
+Q4_K_M / Q5_K_M / Q6_K, in llama.cpp (when llama-cpp-python is installed: the `deploy` extra). Every runtime gets the
 same thread count (BENCH_THREADS, default 1), the same random prompt and greedy decoding with its
 KV cache. Latency is measured round-robin (every session once per round, median over rounds) so
 that load from other processes on a shared machine falls on all rows alike; the
@@ -75,9 +76,23 @@ def _rows():
             return out, out.parent
         return build
 
-    def gguf(qtype):
+    def gguf(qtype, gptq_bits=None):
+        """The float base exported as `qtype`, or (gptq_bits) a GPTQ g64 model exported with
+        `auto`, which carries its codes into GGUF blocks as they are (runners/export/gguf_blocks.py)."""
         def build(model, tok, corpus, wd):
-            p = export_gguf(model, tok, wd / f"model.{qtype}.gguf", qtype)
+            src, stem = model, qtype
+            if gptq_bits:
+                import copy
+
+                from runners.quant.gptq import quantize_gptq
+                from runners.quant.rtn import quantize_embeddings
+                src, stem = copy.deepcopy(model), f"gptq{gptq_bits}"
+                quantize_gptq(src, corpus.blocks("calibration", 128, 8), gptq_bits, 64, 0.01, True)
+                quantize_embeddings(src, 8, 64)
+            log: dict = {}
+            p = export_gguf(src, tok, wd / f"model.{stem}.gguf", qtype, log=log)
+            print(f"   GGUF {stem}: {log['type']}, {log['carried']} weights carried, "
+                  f"{len(log['requantized'])} re-quantized", flush=True)
             return p, p
         return build
 
@@ -93,7 +108,11 @@ def _rows():
         ("GGUF F16", None, "llama.cpp", gguf("F16")),
         ("GGUF Q8_0", "int8", "llama.cpp", gguf("Q8_0")),
         ("GGUF Q4_0", "int4", "llama.cpp", gguf("Q4_0")),
-        ("GGUF Q4_1", "int4", "llama.cpp", gguf("Q4_1")),
+        ("GGUF Q4_1 (base's own grid: not a fair int4 figure)", "int4", "llama.cpp", gguf("Q4_1")),
+        ("GGUF Q4_1 carrying GPTQ int4 g64 codes", "int4", "llama.cpp", gguf("auto", gptq_bits=4)),
+        ("GGUF Q4_K_M (llama.cpp quantizer)", "int4", "llama.cpp", gguf("Q4_K_M")),
+        ("GGUF Q5_K_M (llama.cpp quantizer)", None, "llama.cpp", gguf("Q5_K_M")),
+        ("GGUF Q6_K (llama.cpp quantizer)", None, "llama.cpp", gguf("Q6_K")),
     ]
 
 

@@ -13,6 +13,7 @@ and the export says which (see docs/deploy.md).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import tempfile
 from pathlib import Path
@@ -166,7 +167,8 @@ def _k_quant(model, tokenizer, path: Path, qtype: str, name: str, weights: dict,
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = getattr(llama_cpp, K_QUANTS[qtype])
         params.nthread = threads
-        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(path).encode(), params)
+        llama_cpp.llama_backend_init()
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(path).encode(), ctypes.byref(params))
     if rc != 0:
         raise SlmrecError.one("export", f"llama.cpp could not quantize to {qtype} (llama_model_quantize "
                               f"returned {rc})")
