@@ -150,7 +150,7 @@ def test_carried_gptq_file_runs_in_llama_cpp_with_the_packed_models_logits(tiny,
     assert log["type"] == "Q4_1" and log["carried"] == 14
     got = open_session("llama.cpp", path).logits(IDS)
     # llama.cpp quantizes activations to 8 bits for Q4_1 matmuls: small, not zero, differences
-    assert np.abs(got - ref).max() < 3e-2 * np.abs(ref).max()
+    assert np.abs(got - ref).max() < 1.5e-2 * np.abs(ref).max()   # measured 0.6%; re-quantized Q4_0: 3.9%
 
 
 def test_k_quants_from_llama_cpp_run_with_the_source_logits(tmp_path):
