@@ -103,7 +103,7 @@ class Export(Runner):
                          "(no second rounding)")
         if log["requantized"]:
             why = "; ".join(sorted(set(log["requantized"].values())))
-            notes.append(f"{len(log['requantized'])} packed weights re-quantized to {log['type']}: {why}")
+            notes.append(f"{len(log['requantized'])} packed weights re-quantized ({why})")
         return StepResult(model=ctx.model, metrics={"size_mb": file_mb(path)},
                           artifacts={"model": str(path), "runtime": RUNTIME["gguf"]}, notes=notes)
 

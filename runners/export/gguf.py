@@ -242,7 +242,7 @@ def _add(writer, name: str, t, qtype: str, log: dict) -> None:
             writer.add_tensor(name, raw, raw_dtype=gguf.GGMLQuantizationType[qtype])
             log["carried"] += 1
             return
-        log["requantized"][name] = why_not(t, qtype) or f"{qtype} is a float type"
+        log["requantized"][name] = f"to {qtype}: {why_not(t, qtype) or 'a float type'}"
         t = t.dequantize()
     a = np.ascontiguousarray(t.numpy() if isinstance(t, torch.Tensor) else t, dtype=np.float32)
     gtype = gguf.GGMLQuantizationType[qtype]
