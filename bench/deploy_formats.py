@@ -191,6 +191,8 @@ def main() -> dict:
         fastest = max(timed_rows, key=lambda r: r["decode_speedup"], default=None)
         if best:
             note = f"{best['label']} in {best['runtime']}: ppl x{best['ppl_ratio']:.3f} (<= {quality})"
+            if best.get("tensor_types"):
+                note += f"; tensor types {best['tensor_types']}"
         else:
             note = f"no {bits} row within ppl x{quality}"
             if fastest:
