@@ -2,7 +2,8 @@
 held-out slice, prefill and decode speed, all as ratios to the fp32 PyTorch model in the same run.
 
 Rows: fp32 / packed slmrec int8 and int4 in PyTorch; the compressed-tensors folders in plain
-transformers; ONNX fp32 / int8 / int4 (MatMulNBits) in ONNX Runtime; GGUF F16 / Q8_0 / Q4_0 /
+transformers; ONNX rows in ONNX Runtime (ONNX_ROWS: fp32, onnxruntime's own int8/int4
+quantizers, and slmrec's RTN int8 / GPTQ int4 codes carried into MatMulNBits); GGUF F16 / Q8_0 / Q4_0 /
 Q4_1, a GPTQ int4 g64 model whose codes are carried into Q4_1 blocks, and llama.cpp's own
 Q4_K_M / Q5_K_M / Q6_K, in llama.cpp (when llama-cpp-python is installed: the `deploy` extra). Every runtime gets the
 same thread count (BENCH_THREADS, default 1), the same random prompt and greedy decoding with its
@@ -14,8 +15,8 @@ never overlaps the calibration split GPTQ uses. The "fp32" base is itself dequan
 Q4_1 GGUF the bundled package ships (see README, Provenance), so Q4_1 re-quantizes it almost
 exactly; quality ratios are against that base.
 `BENCH_DEPLOY_ROWS=a,b` limits the table to rows whose label contains one of the strings;
-`BENCH_DEPLOY_ONNX_DIR=dir` reuses `dir/{none,int8,int4}/model.onnx` exported earlier from the same
-base with the same settings (the export takes minutes); `BENCH_DEPLOY_ROUNDS`, `BENCH_DEPLOY_BLOCKS` set the latency rounds and perplexity blocks.
+`BENCH_DEPLOY_ONNX_DIR=dir` reuses `dir/{variant}/model.onnx` (see ONNX_ROWS) exported earlier from
+the same base with the same settings (the export takes minutes); `BENCH_DEPLOY_ROUNDS`, `BENCH_DEPLOY_BLOCKS` set the latency rounds and perplexity blocks.
 """
 
 from __future__ import annotations
@@ -34,10 +35,66 @@ ROUNDS = int(os.environ.get("BENCH_DEPLOY_ROUNDS", 5))  # latency rounds, every 
 GOALS = {"int4": ("decode >= 2x", 2.0, 1.10), "int8": ("decode >= 1.3x", 1.3, 1.01)}
 
 
+# ONNX rows: (label, bits, variant, MatMulNBits accuracy_level). Variants (built by _onnx_build):
+#   fp32       the float graph
+#   ort-int8/4 onnxruntime's own MatMulNBitsQuantizer (round-to-nearest, asymmetric, block 32) on it;
+#              the head tied to the embeddings is not a constant MatMul there and stays fp32
+#   dyn-int8   onnxruntime quantize_dynamic: MatMulInteger, int8 weights per channel, activations
+#              int8 per tensor at run time
+#   rtn-8-32   slmrec RTN int8 group 32 (embedding + head int8 group 32), codes carried (group 64:
+#              ppl x1.008 at acc4, group 32 x1.004 at the same speed, measured: docs/deploy.md)
+#   gptq-4-32  slmrec GPTQ int4 group 32, act-order, 8x256 calibration tokens (embedding + head
+#              RTN int8 group 32), codes carried
+# accuracy_level 4: int8 activations per block (onnxruntime's int8 kernels); 0: fp32 compute.
+ONNX_ROWS = [
+    ("ONNX fp32", None, "fp32", 0),
+    ("ONNX ORT-RTN int8 b32, acc4", "int8", "ort-int8", 4),
+    ("ONNX ORT-RTN int4 b32, acc4", "int4", "ort-int4", 4),
+    ("ONNX dynamic int8 MatMulInteger", "int8", "dyn-int8", 0),
+    ("ONNX slmrec RTN int8 g32 codes, acc0", "int8", "rtn-8-32", 0),
+    ("ONNX slmrec RTN int8 g32 codes, acc4", "int8", "rtn-8-32", 4),
+    ("ONNX slmrec GPTQ int4 g32 codes, acc0", "int4", "gptq-4-32", 0),
+    ("ONNX slmrec GPTQ int4 g32 codes, acc4", "int4", "gptq-4-32", 4),
+]
+GPTQ_CAL = {"samples": 8, "seq_len": 256}  # calibration split, disjoint from the validation slice
+
+
+def _onnx_build(variant: str, level: int, model, corpus, wd: Path):
+    """(model.onnx at accuracy_level `level`, its files). `BENCH_DEPLOY_ONNX_DIR` reuses
+    dir/{variant}/model.onnx exported earlier from the same base with the same settings."""
+    import copy
+
+    from runners.export.onnx import FILE, export_onnx, quantize_onnx, with_accuracy_level
+    root = Path(os.environ.get("BENCH_DEPLOY_ONNX_DIR", wd / "onnx"))
+    path = root / variant / FILE
+    if not path.is_file():
+        if variant == "fp32":
+            export_onnx(model, path.parent)
+        elif variant.startswith("ort-"):
+            quantize_onnx(_onnx_build("fp32", 0, model, corpus, wd)[0], path, variant[4:], 32)
+        elif variant == "dyn-int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+            quantize_dynamic(str(_onnx_build("fp32", 0, model, corpus, wd)[0]), str(path), per_channel=True, weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul"], use_external_data_format=True)
+        else:
+            from runners.quant.rtn import quantize_embeddings, quantize_rtn
+            method, bits, group = variant.split("-")
+            m = copy.deepcopy(model)
+            if method == "gptq":
+                from runners.quant.gptq import quantize_gptq
+                calib = corpus.blocks("calibration", GPTQ_CAL["seq_len"], GPTQ_CAL["samples"])
+                quantize_gptq(m, calib, int(bits), int(group), 0.01, act_order=True)
+            quantize_rtn(m, int(bits), int(group))
+            quantize_embeddings(m, 8, int(group))
+            export_onnx(m, path.parent)
+            del m
+    graph = with_accuracy_level(path, level)
+    return graph, (graph, *path.parent.glob("*.data"))
+
+
 def _rows():
     """(label, bits or None, runtime, build(model, tok, corpus, workdir) -> artifact, on-disk path)."""
     from runners.export.gguf import export_gguf
-    from runners.export.onnx import export_onnx, quantize_onnx
 
     def torch_quant(bits, gptq=False):
         def build(model, tok, corpus, wd):
@@ -62,18 +119,10 @@ def _rows():
             return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval(), folder
         return build
 
-    def onnx(quant):
+    def onnx(variant, accuracy_level=4):
+        """ONNX rows (see _onnx_build): the model.onnx of `variant` at MatMulNBits accuracy_level."""
         def build(model, tok, corpus, wd):
-            cached = Path(os.environ.get("BENCH_DEPLOY_ONNX_DIR", wd)) / quant / "model.onnx"
-            if cached.is_file():  # exported earlier from the same base with the same settings
-                return cached, cached.parent
-            base = wd / "onnx-fp32" / "model.onnx"
-            if not base.exists():
-                export_onnx(model, base.parent, "none")
-            if quant == "none":
-                return base, base.parent
-            out = quantize_onnx(base, wd / f"onnx-{quant}" / "model.onnx", quant, 32)
-            return out, out.parent
+            return _onnx_build(variant, accuracy_level, model, corpus, wd)
         return build
 
     def gguf(qtype, gptq_bits=None):
@@ -102,9 +151,7 @@ def _rows():
         ("slmrec RTN int4 g64 (packed)", "int4", "pytorch", torch_quant(4)),
         ("compressed-tensors int8 g64", "int8", "transformers", plain_transformers(8)),
         ("compressed-tensors int4 g64", "int4", "transformers", plain_transformers(4)),
-        ("ONNX fp32", None, "onnxruntime", onnx("none")),
-        ("ONNX int8 MatMulNBits b32", "int8", "onnxruntime", onnx("int8")),
-        ("ONNX int4 MatMulNBits b32", "int4", "onnxruntime", onnx("int4")),
+        *[(label, bits, "onnxruntime", onnx(variant, level)) for label, bits, variant, level in ONNX_ROWS],
         ("GGUF F16", None, "llama.cpp", gguf("F16")),
         ("GGUF Q8_0", "int8", "llama.cpp", gguf("Q8_0")),
         ("GGUF Q4_0", "int4", "llama.cpp", gguf("Q4_0")),
@@ -120,6 +167,8 @@ def _rows():
 def _size_mb(path) -> float | None:
     if path is None:
         return None
+    if isinstance(path, (list, tuple)):  # the files of one artifact
+        return sum(Path(p).stat().st_size for p in path) / 1e6
     path = Path(path)
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file() and
                                             p.suffix in (".safetensors", ".onnx", ".data", ".gguf")]
@@ -220,6 +269,8 @@ def main() -> dict:
     if mixes:
         md += ("\n\nGGUF tensor types, as shares of the weights (k-quants need rows that are a "
                "multiple of 256; llama.cpp falls back on SmolLM2's 576-wide rows): " + "; ".join(mixes) + ".")
+    if only:
+        md += f"\n\nRows limited to labels containing {', '.join(only)} (BENCH_DEPLOY_ROWS)."
     if skipped:
         md += "\n\nNot measured: " + "; ".join(skipped) + "."
     return {"title": "deployable formats x runtimes on SmolLM2-135M, ratios to fp32 PyTorch",

@@ -7,8 +7,9 @@ Formats (`format:`):
   gguf         one .gguf file for llama.cpp (runners/export/gguf.py), of GGUF type `gguf_type`;
                `auto` follows the model it receives: packed GPTQ/RTN codes are carried into the
                GGUF block type that holds their grid (no second rounding), F16 for a float model
-  onnx         model.onnx for ONNX Runtime (runners/export/onnx.py), optionally with int8/int4
-               weight-only MatMulNBits quantization (`onnx_quant`)
+  onnx         model.onnx for ONNX Runtime (runners/export/onnx.py): weights packed by an earlier
+               RTN/GPTQ step are carried as MatMulNBits from their integer codes; float weights
+               optionally get onnxruntime's int8/int4 round-to-nearest MatMulNBits (`onnx_quant`)
 The artifact's path is returned under `artifacts["model"]`, with its runtime under
 `artifacts["runtime"]`, so a following measurement can run it where it will be deployed.
 """
@@ -38,6 +39,9 @@ class ExportParams(RunnerParams):
     onnx_quant: Literal["none", "int8", "int4"] = Field(
         "none", description="ONNX Runtime weight-only quantization of MatMul weights (format: onnx)")
     block_size: int = Field(32, ge=16, le=256, description="MatMulNBits block size (format: onnx)")
+    accuracy_level: Literal[0, 4] = Field(
+        4, description="MatMulNBits compute (format: onnx): 4 int8 activations and onnxruntime's int8 "
+                       "kernels (fast), 0 fp32 (exactly the dequantised weights, slow for int8)")
 
     @field_validator("name")
     @classmethod
@@ -108,9 +112,21 @@ class Export(Runner):
                           artifacts={"model": str(path), "runtime": RUNTIME["gguf"]}, notes=notes)
 
     def _onnx(self, ctx, params) -> StepResult:
+        from runners.export.codes import quantized_weights
         from runners.export.onnx import export_onnx
-        path = export_onnx(ctx.model, ctx.workdir / params.name, params.onnx_quant, params.block_size)
-        quant = "" if params.onnx_quant == "none" else f", {params.onnx_quant} weight-only MatMulNBits"
+        carried = quantized_weights(ctx.model)
+        path = export_onnx(ctx.model, ctx.workdir / params.name, params.onnx_quant, params.block_size,
+                           params.accuracy_level)
+        notes = [f"ONNX model for ONNX Runtime at {path}"]
+        if carried:
+            kinds = sorted({f"int{q.bits} group {q.group_size}" for q in carried})
+            notes.append(f"{len(carried)} packed weight(s) ({', '.join(kinds)}) carried from their integer "
+                         "codes into MatMulNBits/GatherBlockQuantized, not quantized again")
+        if params.onnx_quant != "none":
+            notes.append(f"float MatMul weights -> {params.onnx_quant} MatMulNBits (onnxruntime round-to-nearest, "
+                         f"block {params.block_size})")
+        if carried or params.onnx_quant != "none":
+            notes.append(f"MatMulNBits accuracy_level {params.accuracy_level} "
+                         f"({'int8 activations' if params.accuracy_level == 4 else 'fp32 compute'})")
         return StepResult(model=ctx.model, metrics={"size_mb": file_mb(path.parent)},
-                          artifacts={"model": str(path), "runtime": RUNTIME["onnx"]},
-                          notes=[f"ONNX model{quant} for ONNX Runtime at {path}"])
+                          artifacts={"model": str(path), "runtime": RUNTIME["onnx"]}, notes=notes)
