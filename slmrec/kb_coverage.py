@@ -86,7 +86,10 @@ def catalogue(kb: KB) -> dict:
     return {"models": len(kb.models), "families": dict(sorted(fams.items())),
             "sliding_window": sum(1 for b in kb.models.values() if b.sliding_window),
             "mixture_of_experts": sum(1 for b in kb.models.values() if b.active_params),
-            "plain_mlp": sum(1 for b in kb.models.values() if b.mlp == "plain")}
+            "plain_mlp": sum(1 for b in kb.models.values() if b.mlp == "plain"),
+            "layer_wise_widths": sum(1 for b in kb.models.values() if b.layer_widths),
+            "per_layer_embeddings": sum(1 for b in kb.models.values()
+                                        if b.per_layer_embedding_params)}
 
 
 def schema_use(kb: KB) -> dict[str, int]:

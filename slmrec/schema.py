@@ -13,7 +13,8 @@ from typing import Annotated, Literal, Union
 
 import math
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, field_validator,
+                      model_validator)
 
 # ---- numbers: finite and physically bounded (a NaN compares false with every limit, an inf or
 # a zero rate divides into nonsense, so both are refused where a record is read) ----------------
@@ -532,6 +533,18 @@ class Hardware(Record):
     sources: list[Id] = Field(min_length=1)
 
 
+class LayerWidths(Record):
+    """Per-layer widths of a model whose layers differ (OpenELM's layer-wise scaling): one entry
+    per layer, first to last. The card's uniform `heads`, `kv_heads` and `intermediate` then hold
+    the widest layer; parameter counts, KV cache and compute read the per-layer means."""
+
+    heads: list[PositiveInt] = Field(min_length=1)
+    kv_heads: list[PositiveInt] = Field(min_length=1)
+    intermediate: list[PositiveInt] = Field(min_length=1)
+    rule: str | None = Field(default=None, description="how the widths were produced (e.g. the "
+                                                       "config's multipliers)")
+
+
 class BaseModelCard(Record):
     id: Id
     name: str
@@ -558,6 +571,19 @@ class BaseModelCard(Record):
     attention_layers: int | None = Field(
         default=None, gt=0, description="hybrid models: layers with attention (and a KV cache); "
                                         "the others are convolution or recurrent blocks")
+    layer_widths: LayerWidths | None = Field(
+        default=None, description="per-layer heads, KV heads and MLP widths when layers differ")
+    per_layer_embedding_params: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="parameters in per-layer embedding tables (Gemma 3n PLE): looked up per token "
+                    "like the embedding, so they may stay in slower memory; counted in `params`")
+    effective_params: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="the parameter count the makers publish as effective (Gemma 3n 'E2B'); "
+                    "`params` stays the total")
+    kv_shared_layers: int | None = Field(
+        default=None, gt=0, description="the last N layers reuse the KV cache of earlier layers "
+                                        "and hold none of their own")
     tokenizer: Id = Field(description="tokenizer family; equal ids share a vocabulary")
     license: str
     released: int | None = None
@@ -581,7 +607,49 @@ class BaseModelCard(Record):
         if self.active_params is not None and self.active_params > self.params:
             raise ValueError(f"active_params ({self.active_params:g}) exceeds params "
                              f"({self.params:g})")
+        for name in ("per_layer_embedding_params", "effective_params"):
+            value = getattr(self, name)
+            if value is not None and value >= self.params:
+                raise ValueError(f"{name} ({value:g}) must be below params ({self.params:g})")
+        if self.kv_shared_layers is not None and self.kv_shared_layers >= self.layers:
+            raise ValueError(f"kv_shared_layers ({self.kv_shared_layers}) must be below layers "
+                             f"({self.layers})")
+        if self.layer_widths is not None:
+            self._check_layer_widths(self.layer_widths)
         return self
+
+    def _check_layer_widths(self, w: LayerWidths) -> None:
+        for name in ("heads", "kv_heads", "intermediate"):
+            values = getattr(w, name)
+            if len(values) != self.layers:
+                raise ValueError(f"layer_widths.{name} has {len(values)} entries; layers is "
+                                 f"{self.layers}")
+            if getattr(self, name) != max(values):
+                raise ValueError(f"{name} ({getattr(self, name)}) must be the widest layer's, "
+                                 f"max(layer_widths.{name}) = {max(values)}")
+        for i, (h, kv) in enumerate(zip(w.heads, w.kv_heads)):
+            if h % kv:
+                raise ValueError(f"layer_widths: layer {i} has {h} heads, not a multiple of its "
+                                 f"{kv} kv_heads")
+
+    def _mean(self, name: str) -> float:
+        if self.layer_widths is None:
+            return getattr(self, name)
+        values = getattr(self.layer_widths, name)
+        return sum(values) / len(values)
+
+    @property
+    def mean_heads(self) -> float:
+        """Query heads per layer, averaged over layers (the uniform value when layers agree)."""
+        return self._mean("heads")
+
+    @property
+    def mean_kv_heads(self) -> float:
+        return self._mean("kv_heads")
+
+    @property
+    def mean_intermediate(self) -> float:
+        return self._mean("intermediate")
 
     @property
     def dim_head(self) -> int:

@@ -92,7 +92,8 @@ def _coverage(args) -> int:
     cat = data["catalogue"]
     print(f"catalogue: {cat['models']} base models in {len(cat['families'])} families "
           f"({cat['sliding_window']} with sliding-window layers, {cat['mixture_of_experts']} "
-          f"mixture-of-experts, {cat['plain_mlp']} plain MLP)")
+          f"mixture-of-experts, {cat['plain_mlp']} plain MLP, {cat['layer_wise_widths']} with "
+          f"per-layer widths, {cat['per_layer_embeddings']} with per-layer embeddings)")
     print(", ".join(f"{f} {n}" for f, n in cat["families"].items()))
     print()
     rows = []

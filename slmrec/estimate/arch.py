@@ -42,8 +42,10 @@ class Arch:
 
     @classmethod
     def from_card(cls, card: BaseModelCard) -> "Arch":
-        return cls(card.id, card.params, card.layers, card.hidden, card.intermediate, card.heads,
-                   card.kv_heads, card.dim_head, card.vocab, card.context, card.tied_embeddings,
+        # Layer-wise scaled cards (OpenELM) give per-layer widths: every count the estimator
+        # makes from them is linear in the width, so the per-layer mean is exact.
+        return cls(card.id, card.params, card.layers, card.hidden, card.mean_intermediate,
+                   card.mean_heads, card.mean_kv_heads, card.dim_head, card.vocab, card.context, card.tied_embeddings,
                    card.tokenizer, tuple(card.sources), card.mlp, card.sliding_window,
                    card.global_every, card.active_params)
 

@@ -102,6 +102,28 @@ BROKEN = [
      ["model 'tiny-1'", "sliding_window (512) exceeds context (128)"]),
     ("more active than total parameters", "model", _set("active_params", 2e6),
      ["model 'tiny-1'", "active_params (2e+06) exceeds params (1e+06)"]),
+    ("per-layer widths for fewer layers than the model has", "model",
+     _set("layer_widths", {"heads": [4], "kv_heads": [2], "intermediate": [128]}),
+     ["model 'tiny-1'", "layer_widths.heads has 1 entries; layers is 2"]),
+    ("uniform width that is not the widest layer", "model",
+     _set("layer_widths", {"heads": [2, 2], "kv_heads": [2, 2], "intermediate": [64, 128]}),
+     ["model 'tiny-1'", "heads (4) must be the widest layer's", "max(layer_widths.heads) = 2"]),
+    ("a layer whose heads do not group over its KV heads", "model",
+     _set("layer_widths", {"heads": [3, 4], "kv_heads": [2, 2], "intermediate": [64, 128]}),
+     ["model 'tiny-1'", "layer 0 has 3 heads, not a multiple of its 2 kv_heads"]),
+    ("a per-layer width of zero", "model",
+     _set("layer_widths", {"heads": [4, 4], "kv_heads": [2, 2], "intermediate": [0, 128]}),
+     ["model 'tiny-1'", "layer_widths.intermediate[0]", "greater than 0"]),
+    ("per-layer width field misspelt", "model",
+     _set("layer_widths", {"head": [4, 4], "kv_heads": [2, 2], "intermediate": [64, 128]}),
+     ["model 'tiny-1'", "did you mean 'heads'"]),
+    ("per-layer embeddings as large as the model", "model",
+     _set("per_layer_embedding_params", 1e6),
+     ["model 'tiny-1'", "per_layer_embedding_params (1e+06) must be below params (1e+06)"]),
+    ("effective count above the total", "model", _set("effective_params", 3e6),
+     ["model 'tiny-1'", "effective_params (3e+06) must be below params"]),
+    ("every layer sharing another's KV cache", "model", _set("kv_shared_layers", 2),
+     ["model 'tiny-1'", "kv_shared_layers (2) must be below layers (2)"]),
 ]
 
 
@@ -174,6 +196,22 @@ def test_estimator_ignores_evidence_without_numbers():
     r = match_evidence(evs, {"bits": 4})
     assert (r.low, r.high) == (1.0, 3.0)
     assert match_evidence(evs[:1], {"bits": 4}) == "unpublished"
+
+
+def test_layer_widths_load_and_feed_the_estimator_their_means(tiny):
+    widths = {"heads": [2, 4], "kv_heads": [1, 2], "intermediate": [64, 128], "rule": "linear"}
+    _edit_model(tiny, _set("layer_widths", widths))
+    _edit_model(tiny, _set("kv_shared_layers", 1))
+    _edit_model(tiny, _set("per_layer_embedding_params", 2e5))
+    _edit_model(tiny, _set("effective_params", 5e5))
+    card = load_kb([tiny], shipped=False).models["tiny-1"]
+    assert (card.mean_heads, card.mean_kv_heads, card.mean_intermediate) == (3.0, 1.5, 96.0)
+    assert (card.kv_shared_layers, card.effective_params) == (1, 5e5)
+    from slmrec.estimate.arch import Arch
+    arch = Arch.from_card(card)
+    assert (arch.heads, arch.kv_heads, arch.intermediate) == (3.0, 1.5, 96.0)
+    uniform = BaseModelCard.model_validate(MODELS[0])
+    assert (uniform.mean_heads, uniform.mean_intermediate) == (4, 128)
 
 
 def test_tiny_model_card_is_valid_as_written():
