@@ -43,22 +43,23 @@ LAYER = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
 
 
 def _weights(model) -> dict[str, "torch.Tensor | Codes"]:
-    """Every tensor of the model by HF name: fp32, or the codes of a packed slmrec weight."""
+    """Every tensor of the model by HF name: fp32, or the codes of a packed slmrec weight
+    (runners/export/codes.py lists them; an untied table's inner linear is listed as the table)."""
+    from runners.export.codes import quantized_weights
     from runners.quant.qlinear import QuantEmbedding, QuantLinear
     out: dict = {}
+    for q in quantized_weights(model):
+        out[f"{q.name}.weight"] = Codes.of(q)
+        if q.bias is not None:
+            out[f"{q.name}.bias"] = q.bias
     for name, m in model.named_modules():
-        if isinstance(m, QuantLinear):
-            out[f"{name}.weight"] = Codes.of(m)
-            if m.bias is not None:
-                out[f"{name}.bias"] = m.bias.detach().float()
-        elif isinstance(m, QuantEmbedding):
-            out[f"{name}.weight"] = Codes.of(m.table)
-        elif "quantized" in type(m).__module__:
+        if isinstance(m, (QuantLinear, QuantEmbedding)):
+            continue
+        if "quantized" in type(m).__module__:
             raise SlmrecError.one("export", "a torch.ao dynamic-int8 model cannot be exported to GGUF; "
                                   "export the float model with a GGUF quantization type instead")
-        else:
-            for pn, p in list(m.named_parameters(recurse=False)):
-                out[f"{name}.{pn}"] = p.detach().float()
+        for pn, p in list(m.named_parameters(recurse=False)):
+            out[f"{name}.{pn}"] = p.detach().float()
     return out
 
 

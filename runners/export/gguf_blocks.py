@@ -37,10 +37,10 @@ class Codes:
     group_size: int
 
     @classmethod
-    def of(cls, m) -> "Codes":
-        from runners.quant.qlinear import unpack
-        codes = unpack(m.qweight, m.bits, m.in_features).numpy().astype(np.uint8)
-        return cls(codes, m.scales.float().numpy(), m.zeros.float().numpy(), m.bits, m.group_size)
+    def of(cls, q) -> "Codes":
+        """From a runners/export/codes.py QuantizedWeight."""
+        return cls(q.codes.numpy().astype(np.uint8), q.scale.float().numpy(), q.zero.float().numpy(),
+                   q.bits, q.group_size)
 
     def rows(self, fn) -> "Codes":
         """The same codes with `fn` (a row permutation) applied to every array."""

@@ -118,6 +118,19 @@ def test_auto_follows_the_bits_of_the_model_it_receives(tiny, tmp_path, bits, gr
         assert "blk.0.ffn_up.weight" in log["requantized"]
 
 
+def test_untied_packed_table_and_head_are_written_once_each(tmp_path):
+    from runners.export.gguf import export_gguf
+    tiny = tiny_model(layers=1, hidden=64, heads=4, kv_heads=2, intermediate=128, vocab=512,
+                      tie_embeddings=False)
+    model = _packed(tiny, 4, 32)  # the head is quantized with the linears, the table on its own
+    log: dict = {}
+    tensors = _read(export_gguf(model, tiny[1], tmp_path / "m.gguf", "auto", log=log))
+    assert tensors["output.weight"][0] == "Q8_0" and tensors["token_embd.weight"][0] == "Q8_0"
+    assert log["carried"] == 8 and set(log["requantized"]) == {"token_embd.weight"}  # 7 linears + head
+    table = model.get_input_embeddings().table.dequantize().numpy()
+    assert np.abs(tensors["token_embd.weight"][1] - table).max() < 0.01 * np.abs(table).max()
+
+
 def test_k_quant_without_llama_cpp_is_a_one_line_error_naming_the_extra(tiny, tmp_path, monkeypatch):
     from runners.export.gguf import export_gguf
     from slmrec.errors import SlmrecError
