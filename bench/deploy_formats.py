@@ -284,7 +284,7 @@ def _size_mb_fp32(model, tok, wd: Path) -> float:
 
 def _gguf_mix(path) -> str | None:
     """The tensor types of a .gguf file as shares of its weights, largest first."""
-    if path is None or Path(path).suffix != ".gguf":
+    if not isinstance(path, (str, Path)) or Path(path).suffix != ".gguf":
         return None
     import collections
 
