@@ -250,8 +250,9 @@ def run_trl(ctx: StepContext, params: TRLParams, teacher, runner_id: str) -> Ste
     else:
         result_model = trained
         metrics["pref_acc_after"], metrics["pref_margin_after"] = preference_accuracy(trained, tok, eval_pairs)
-    notes.append(f"TRL {trainer_name}, {params.steps} steps on {len(train_ds)} {kind} examples from the train split; "
-                 f"measured on {len(eval_pairs)} validation preference pairs")
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps it
+    notes.append(f"TRL {trainer_name}, {params.steps} steps on {len(train_ds)} {kind} examples from the train split, "
+                 f"optimizer {type(optimizer).__module__}.{type(optimizer).__name__}; measured on {len(eval_pairs)} validation preference pairs")
     stats = model_stats(result_model)
     metrics.update({k: stats[k] for k in ("params", "size_mb", "sparsity", "bits_per_weight")})
     return StepResult(model=result_model.eval(), metrics=metrics, artifacts=artifacts, notes=notes)

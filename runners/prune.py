@@ -46,9 +46,14 @@ def _result(model, targets, start: float, notes: list[str]) -> StepResult:
     return StepResult(model=model, metrics=metrics, notes=notes)
 
 
+Pattern = Literal["unstructured", "2:4"]
+PATTERN_DOC = "unstructured, or 2:4 (two of every four consecutive input weights of a row zeroed: sparsity 0.5)"
+
+
 class MagnitudeParams(RunnerParams):
     sparsity: float = Field(0.5, ge=0.0, le=0.99, description="fraction of block-linear weights set to zero")
     scope: Literal["global", "layer"] = Field("layer", description="one threshold for all, or one per linear")
+    pattern: Pattern = Field("unstructured", description=PATTERN_DOC)
 
 
 class MagnitudePrune(Runner):
@@ -62,6 +67,9 @@ class MagnitudePrune(Runner):
         model = ctx.model
         _check_plain(model, self.id)
         targets = block_linears(model)
+        if params.pattern == "2:4":
+            prune_n_m(targets, {n: m.weight.abs().float() for n, m in targets}, ctx)
+            return _result(model, targets, start, ["magnitude pruning, 2:4 semi-structured"])
         if params.scope == "global":
             scores = torch.cat([m.weight.abs().flatten().float() for _, m in targets])
             k = int(params.sparsity * scores.numel())
@@ -74,6 +82,17 @@ class MagnitudePrune(Runner):
                 _prune_lowest(m.weight, m.weight.abs().float(), params.sparsity, per_row=False)
                 ctx.progress(i + 1, len(targets))
         return _result(model, targets, start, [f"magnitude pruning, {params.scope} scope"])
+
+
+def prune_n_m(targets, scores: dict, ctx: StepContext, n: int = 2, m: int = 4) -> None:
+    """Zero the n lowest-scoring of every m consecutive input weights of each row (N:M sparsity)."""
+    for i, (name, lin) in enumerate(targets):
+        rows, cols = lin.weight.shape
+        if cols % m:
+            raise StepFailed(f"{n}:{m} sparsity: {name} has {cols} input features, not a multiple of {m}")
+        idx = scores[name].reshape(rows, cols // m, m).topk(n, dim=-1, largest=False).indices
+        lin.weight.view(rows, cols // m, m).scatter_(-1, idx, 0)
+        ctx.progress(i + 1, len(targets))
 
 
 def _prune_lowest(weight: torch.Tensor, score: torch.Tensor, sparsity: float, per_row: bool) -> None:
@@ -96,6 +115,7 @@ class WandaParams(RunnerParams):
         "layer", description="layer: the lowest scores of each output row (Wanda's choice); global: one threshold")
     samples: int = Field(16, ge=1, le=4096, description="calibration blocks")
     seq_len: int = Field(256, ge=8, le=8192)
+    pattern: Pattern = Field("unstructured", description=PATTERN_DOC)
 
 
 class WandaPrune(Runner):
@@ -113,6 +133,9 @@ class WandaPrune(Runner):
         with oom_guard(self.id):
             norms = input_sq_norms(model, calib, [n for n, _ in targets])
         scores = {n: m.weight.abs().float() * norms[n].sqrt()[None, :] for n, m in targets}
+        if params.pattern == "2:4":
+            prune_n_m(targets, scores, ctx)
+            return _result(model, targets, start, [f"Wanda on {calib.numel()} calibration tokens, 2:4 semi-structured"])
         if params.scope == "global":
             flat = torch.cat([s.flatten() for s in scores.values()])
             k = int(params.sparsity * flat.numel())
@@ -126,6 +149,38 @@ class WandaPrune(Runner):
                 ctx.progress(i + 1, len(targets))
         where = "per output row" if params.scope == "layer" else "one global threshold"
         return _result(model, targets, start, [f"Wanda on {calib.numel()} calibration tokens, {where}"])
+
+
+class SparseGPTParams(RunnerParams):
+    sparsity: float = Field(0.5, ge=0.0, le=0.99, description="fraction of weights set to zero (unstructured)")
+    pattern: Pattern = Field("unstructured", description=PATTERN_DOC)
+    samples: int = Field(16, ge=1, le=4096, description="calibration blocks")
+    seq_len: int = Field(256, ge=8, le=8192)
+    damp: float = Field(0.01, gt=0, le=1.0, description="Hessian damping, fraction of its mean diagonal")
+
+
+class SparseGPTPrune(Runner):
+    id = "sparsegpt-prune"
+    Params = SparseGPTParams
+    summary = "SparseGPT: prune column by column with inverse-Hessian updates of the remaining weights"
+
+    @torch.no_grad()
+    def run(self, ctx: StepContext, params: SparseGPTParams) -> StepResult:
+        from runners.sparsegpt import prune_sparsegpt
+        start = time.perf_counter()
+        model = ctx.model
+        _check_plain(model, self.id)
+        targets = block_linears(model)
+        n_m = (2, 4) if params.pattern == "2:4" else (0, 0)
+        bad = [n for n, m in targets if n_m[1] and m.in_features % 4]
+        if bad:
+            raise StepFailed(f"2:4 sparsity: {bad[0]} has {model.get_submodule(bad[0]).in_features} input features, "
+                             "not a multiple of 4")
+        calib = ctx.corpus.blocks("calibration", params.seq_len, params.samples)
+        with oom_guard(self.id):
+            prune_sparsegpt(model, calib, 0.5 if n_m[0] else params.sparsity, *n_m, params.damp, progress=ctx.progress)
+        what = "2:4 semi-structured" if n_m[0] else f"{params.sparsity:.0%} unstructured"
+        return _result(model, targets, start, [f"SparseGPT {what} on {calib.numel()} calibration tokens"])
 
 
 def _shrink(ctx: StepContext, what: str, params, edit) -> tuple[str, dict, float]:

@@ -18,6 +18,7 @@ RUNNERS: dict[str, str] = {
     "sequence-distill": "runners.distill:SequenceDistill",
     "magnitude-prune": "runners.prune:MagnitudePrune",
     "wanda-prune": "runners.prune:WandaPrune",
+    "sparsegpt-prune": "runners.prune:SparseGPTPrune",
     "structured-prune": "runners.prune:StructuredPrune",
     "layer-drop": "runners.prune:LayerDrop",
     "dynamic-int8": "runners.quantize:DynamicInt8",
@@ -51,6 +52,8 @@ RUNNERS: dict[str, str] = {
     "spectrum": "runners.selective_finetune:Spectrum",
     "lisa": "runners.selective_finetune:LISA",
     "needle-eval": "runners.needle_eval:NeedleEval",
+    # bitsandbytes 4-bit on CPU (runners/qlora.py, runners/nf4.py)
+    "qlora": "runners.qlora:QLoRA",
 }
 
 

@@ -72,6 +72,14 @@ def _key(array: np.ndarray) -> tuple:
     return a.shape, hashlib.sha1(a.tobytes()).hexdigest()
 
 
+def _unique(name: str, nodes) -> str:
+    taken = {n.name for n in nodes}
+    i, out = 1, name
+    while out in taken:
+        out, i = f"{name}.{i}", i + 1
+    return out
+
+
 def carry_codes(model_proto, weights: list[QuantizedWeight], accuracy_level: int = 0) -> dict[str, int]:
     """Rewrite `model_proto` (an onnx.ModelProto exported from the dequantised model) in place:
     MatMul -> MatMulNBits and Gather -> GatherBlockQuantized from the codes. Returns counts."""
@@ -81,9 +89,15 @@ def carry_codes(model_proto, weights: list[QuantizedWeight], accuracy_level: int
         raise SlmrecError.one("export", problems[0])
     graph = model_proto.graph
     inits = {t.name: t for t in graph.initializer}
-    linears = {_key(q.dequantize().t().numpy()): q for q in weights if q.kind == "linear"}
-    tables = {_key(q.dequantize().numpy()): q for q in weights if q.kind == "embedding"}
+    linears: dict[tuple, list[QuantizedWeight]] = {}
+    tables: dict[tuple, list[QuantizedWeight]] = {}
+    for q in weights:  # weights equal once dequantised may share one initializer in the graph
+        if q.kind == "linear":
+            linears.setdefault(_key(q.dequantize().t().numpy()), []).append(q)
+        else:
+            tables.setdefault(_key(q.dequantize().numpy()), []).append(q)
     found: set[str] = set()
+    written: set[str] = set()
     nodes, dropped = [], set()
     for node in graph.node:
         w = inits.get(node.input[1]) if node.op_type == "MatMul" else (
@@ -91,28 +105,31 @@ def carry_codes(model_proto, weights: list[QuantizedWeight], accuracy_level: int
         q = None
         if w is not None and len(w.dims) == 2:
             table = linears if node.op_type == "MatMul" else tables
-            q = table.get(_key(numpy_helper.to_array(w)))
+            same = table.get(_key(numpy_helper.to_array(w)), [])
+            q = same[0] if same else None
+            found.update(x.name for x in same)
         if q is None:
             nodes.append(node)
             continue
-        found.add(q.name)
         dropped.add(w.name)
         b, scales, zeros = nbits_tensors(q)
         if q.kind == "embedding":  # GatherBlockQuantized with uint8 data: (vocab, packed hidden)
             b = b.reshape(q.shape[0], -1)
         base = f"{q.name}.{'nbits' if q.kind == 'linear' else 'gbq'}"
         names = [f"{base}.{s}" for s in ("q", "scales", "zero_points")]
-        for name, arr in zip(names, (b, scales, zeros)):
-            graph.initializer.append(numpy_helper.from_array(arr, name))
+        if names[0] not in written:
+            written.add(names[0])
+            for name, arr in zip(names, (b, scales, zeros)):
+                graph.initializer.append(numpy_helper.from_array(arr, name))
         if node.op_type == "MatMul":
             attrs = {"K": q.shape[1], "N": q.shape[0], "bits": q.bits, "block_size": q.group_size}
             if accuracy_level:
                 attrs["accuracy_level"] = accuracy_level
             nodes.append(helper.make_node("MatMulNBits", [node.input[0], *names], list(node.output),
-                                          name=f"{q.name}.MatMulNBits", domain=DOMAIN, **attrs))
+                                          name=_unique(f"{q.name}.MatMulNBits", nodes), domain=DOMAIN, **attrs))
         else:
             nodes.append(helper.make_node("GatherBlockQuantized", [names[0], node.input[1], *names[1:]],
-                                          list(node.output), name=f"{q.name}.GatherBlockQuantized",
+                                          list(node.output), name=_unique(f"{q.name}.GatherBlockQuantized", nodes),
                                           domain=DOMAIN, gather_axis=0, quantize_axis=1,
                                           block_size=q.group_size, bits=q.bits))
     missing = [q.name for q in weights if q.name not in found]

@@ -12,9 +12,12 @@ runtime). For each metric the error is regressed on one-hot context features wit
   measured on the other side of zero, carry no scale and are left out).
 
 Features, each a named offset: the method's family, the method itself (so a method's offset
-moves only methods of its own family, through the family offset, never across families), and
-for time and memory metrics the hardware class and the runtime (shared by every method on that
-machine), plus a scale term (log10 of the model's parameters). The ridge penalty shrinks every
+moves only methods of its own family, through the family offset, never across families), each
+of the step's parameter values and the whole option (RTN at group 32 and at group 128 are told
+apart; a value every row of the method shares is left to the method's offset), and for time
+and memory metrics the hardware class and the runtime (shared by every method on that machine),
+plus a scale term (log10 of the model's parameters, held inside the range the rows cover: no
+extrapolation to smaller or larger models than were measured). The ridge penalty shrinks every
 offset towards zero, i.e. towards the uncorrected prediction, the more so the fewer rows support
 it; its strength is chosen by leave-one-out cross-validation when there are enough rows, and the
 leave-one-out error before and after correction is kept with the fit. Rows measured on a loaded
@@ -64,16 +67,32 @@ class Correction(tuple):
     high = property(lambda self: self[2])
 
 
+def settings_of(params: dict | None) -> tuple[tuple[str, str], ...]:
+    """A step's parameter values as sorted (name, value) pairs (what option offsets key on)."""
+    if not isinstance(params, dict):
+        return ()
+    return tuple(sorted((str(k), str(v)) for k, v in params.items()
+                        if isinstance(v, (int, float, str, bool)) and not str(k).startswith("_")))
+
+
 @dataclass
 class Context:
     method: str
     family: str
     hardware: str | None = None
     runtime: str | None = None
-    params: float | None = None
+    params: float | None = None                  # the base model's parameters (scale term)
+    settings: tuple[tuple[str, str], ...] = ()   # the step's parameter values (settings_of)
 
     def keys(self, metric: str) -> list[str]:
+        """Offsets from the most general to the most specific: the family, the method, each of
+        the method's parameter values (bits, group size...) and the whole option; for time and
+        memory also the hardware class and the runtime."""
         out = [f"family:{self.family}", f"method:{self.method}"]
+        out += [f"param:{self.method}.{k}={v}" for k, v in self.settings]
+        if len(self.settings) > 1:
+            out.append(f"option:{self.method}(" + ",".join(f"{k}={v}" for k, v in self.settings)
+                       + ")")
         if metric in CONTEXT_METRICS:
             out += [f"hardware:{self.hardware or '?'}", f"runtime:{self.runtime or '?'}"]
         return out
@@ -95,21 +114,23 @@ class MetricFit:
     loaded: int = 0                             # rows flagged as measured on a loaded machine
     cv_before: float | None = None              # median |error| leave-one-out, uncorrected
     cv_after: float | None = None               # ... and corrected
+    scale_lo: float = 0.0                       # the scale term's fitted range (log10 params
+    scale_hi: float = 0.0                       # - 8.5): no extrapolation beyond the rows
 
     def offset(self, ctx: Context, metric: str) -> tuple[float, int, list[str]]:
         keys = [k for k in ctx.keys(metric) if k in self.offsets]
         if not keys:
             return 0.0, 0, []
         r = sum(self.offsets[k] for k in keys)
-        if metric in SCALE_METRICS:
-            r += self.scale * ctx.scale()
+        if metric in SCALE_METRICS and self.scale and ctx.params:
+            r += self.scale * min(max(ctx.scale(), self.scale_lo), self.scale_hi)
         return r, int(round(max(self.rows[k] for k in keys))), keys
 
     def raw_offset(self, ctx: Context, metric: str) -> float | None:
         """The unshrunk mean error of the most specific offset that has rows (method, family,
         runtime, hardware): where the measurements alone would put the prediction."""
         order = [k for k in ctx.keys(metric) if k in self.raw]
-        for prefix in ("method:", "family:", "runtime:", "hardware:"):
+        for prefix in ("option:", "param:", "method:", "family:", "runtime:", "hardware:"):
             for k in order:
                 if k.startswith(prefix):
                     return self.raw[k]
@@ -147,7 +168,26 @@ def row_context(row: dict, kb=None) -> Context:
             hw_class = hardware_class(kb.hardware[prof])
     params = ctx.get("base_params") or (ctx.get("base_metrics") or {}).get("params")
     return Context(method, family, hw_class or "cpu", runtime or DEFAULT_RUNTIME,
-                   float(params) if params else None)
+                   float(params) if params else None, settings_of(ctx.get("params")))
+
+
+def _distinct_keys(items: list, metric: str) -> list[str]:
+    """The offsets a fit can tell apart: a parameter or option key present on exactly the same
+    rows as its method's or a more general parameter's key (a value every row of the method
+    shares) adds nothing but a weaker penalty, so it is left out and the general offset speaks
+    for it. Family, method and context offsets are always kept (a method's own offset must not
+    move the rest of its family as far as itself)."""
+    keys = list(dict.fromkeys(k for c, *_ in items for k in c.keys(metric)))
+    rows = {k: frozenset(i for i, (c, *_) in enumerate(items) if k in c.keys(metric))
+            for k in keys}
+    out, seen = [], set()
+    for k in keys:
+        if k.startswith(("param:", "option:")) and rows[k] in seen:
+            continue
+        if k.startswith(("method:", "param:", "option:")):
+            seen.add(rows[k])
+        out.append(k)
+    return sorted(out)
 
 
 def _ridge(x, y, w, alpha):
@@ -206,7 +246,7 @@ class Calibration:
             if len(items) < max(min_rows, 1):
                 continue
             kind = "log" if metric in LOG_METRICS else "ppl"
-            keys = sorted({k for c, _, _, _ in items for k in c.keys(metric)})
+            keys = _distinct_keys(items, metric)
             col = {k: i for i, k in enumerate(keys)}
             use_scale = metric in SCALE_METRICS and \
                 len({round(c.scale(), 2) for c, _, _, _ in items}) > 1
@@ -215,7 +255,8 @@ class Calibration:
             w = np.ones(len(items))
             for i, (c, pred, meas, loaded) in enumerate(items):
                 for k in c.keys(metric):
-                    x[i, col[k]] = 1.0
+                    if k in col:
+                        x[i, col[k]] = 1.0
                 x[i, -1] = c.scale() if use_scale else 0.0
                 y[i] = math.log(meas / pred) if kind == "log" else \
                     math.log(math.log1p(meas / 100) / math.log1p(pred / 100))
@@ -232,7 +273,8 @@ class Calibration:
                             float(model.coef_[-1]), a, 0.0, len(items),
                             sum(1 for *_, ld in items if ld),
                             float(np.median(before)) if before else None,
-                            float(np.median(after)) if after else None)
+                            float(np.median(after)) if after else None,
+                            float(x[:, -1].min()), float(x[:, -1].max()))
             spread = after or [abs(v) for v in y - model.predict(x)]
             fit.resid = float(np.sqrt(np.mean(np.square(spread)))) if spread else 0.0
             cal.fits[metric] = fit
@@ -250,13 +292,13 @@ class Calibration:
 
     def correct(self, metric: str, value: float, method: str | None = None, *,
                 low: float | None = None, high: float | None = None,
-                context: Context | None = None) -> Correction | None:
+                context: Context | None = None, params: dict | None = None) -> Correction | None:
         """The corrected (value, low, high, rows, note), or None when no fitted offset applies
-        to this method, family, hardware or runtime."""
+        to this method (at these parameter values), family, hardware or runtime."""
         fit = self.fits.get(metric)
         if fit is None or value is None:
             return None
-        ctx = context or Context(method or "", method or "")
+        ctx = context or Context(method or "", method or "", settings=settings_of(params))
         r, rows, keys = fit.offset(ctx, metric)
         if not keys:
             return None
@@ -285,7 +327,8 @@ class Calibration:
         fit = self.fits.get(metric)
         if fit is None:
             return value
-        neg = sum(min(0.0, o) for o in fit.offsets.values()) - abs(fit.scale) * 2.0
+        neg = sum(min(0.0, o) for o in fit.offsets.values()) \
+            - abs(fit.scale) * max(abs(fit.scale_lo), abs(fit.scale_hi))
         return min(value, fit.apply(value, neg))
 
     # ---- storage ----------------------------------------------------------------------------
@@ -328,7 +371,7 @@ def _finite(v: object, bound: float = 1e12) -> bool:
         and abs(v) < bound
 
 
-_FIT_NUMBERS = ("scale", "alpha", "resid")
+_FIT_NUMBERS = ("scale", "alpha", "resid", "scale_lo", "scale_hi")
 _FIT_MAPS = ("offsets", "rows", "raw")
 
 
@@ -391,16 +434,16 @@ class BoundCalibration:
         self.cal, self.kb = cal, kb
         self.hardware, self.runtime, self.params = hardware, runtime, params
 
-    def context(self, method: str | None) -> Context:
+    def context(self, method: str | None, params: dict | None = None) -> Context:
         m = self.kb.methods.get(method or "") if self.kb is not None else None
         return Context(method or "", m.family if m else (method or ""), self.hardware,
-                       self.runtime, self.params)
+                       self.runtime, self.params, settings_of(params))
 
     def correct(self, metric: str, value: float, method: str | None = None, *,
                 low: float | None = None, high: float | None = None,
-                context: Context | None = None) -> Correction | None:
+                context: Context | None = None, params: dict | None = None) -> Correction | None:
         return self.cal.correct(metric, value, method, low=low, high=high,
-                                context=context or self.context(method))
+                                context=context or self.context(method, params))
 
     def lower(self, metric: str, value: float) -> float:
         return self.cal.lower(metric, value)

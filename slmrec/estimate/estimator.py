@@ -13,13 +13,14 @@ plain floats on a slotted `ModelState`; `predict_chain` wraps the same arithmeti
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from slmrec.estimate.arch import (BITS_PRECISIONS, Arch, Workload, _float_peak, _peak,
                                   _precision_ok, hardware_class)
 from slmrec.estimate.formats import Shape, formats_of
 from slmrec.estimate.options import Option
-from slmrec.estimate.runtimes import profile
+from slmrec.estimate.runtimes import profile, runtime_for_methods
 from slmrec.estimate.state import ModelState, StepCost, compose_quality
 from slmrec.kb import KB
 from slmrec.schema import Hardware
@@ -58,20 +59,45 @@ class Estimator(StepCosts, ChainPredictor):
         self._accel: dict[tuple, tuple[bool, bool, bool]] = {}
         self.hw_class = hardware_class(hardware)
         self.runtime = runtime
-        self.profile = profile(kb, runtime, self.hw_class)
+        self._profiles: dict[str | None, Any] = {}
+        self._cals: dict[str | None, Any] = {}
+        self.profile = self.profile_for(runtime)
         self.formats = formats_of(kb)
         self._bind_calibration()
 
     def _bind_calibration(self) -> None:
         """Calibration offsets depend on hardware class, runtime and model size: bind them."""
-        if hasattr(self.calibration, "bind"):
-            self.calibration = self.calibration.bind(self.kb, self.hw_class,
-                                                     self.profile.runtime, self.arch.params)
+        self._cals = {}
+        self.calibration = self.calibration_for(self.profile.runtime)
+
+    def profile_for(self, runtime: str | None):
+        """The runtime's profile on this hardware class (None: the default runtime), cached."""
+        got = self._profiles.get(runtime)
+        if got is None:
+            got = self._profiles[runtime] = profile(self.kb, runtime, self.hw_class)
+        return got
+
+    def calibration_for(self, runtime: str | None):
+        """The calibration bound to this hardware class, runtime and model size, cached."""
+        if runtime not in self._cals:
+            cal = self.calibration
+            if hasattr(cal, "bind"):
+                cal = cal.bind(self.kb, self.hw_class, self.profile_for(runtime).runtime,
+                               self.arch.params)
+            self._cals[runtime] = cal
+        return self._cals[runtime]
+
+    def chain_runtime(self, methods) -> str | None:
+        """The runtime a chain is priced with: the estimator's own when it was given one, else
+        the chain's deployment step (kb/runtimes.yaml), else None (the default runtime)."""
+        if self.runtime is not None:
+            return self.runtime
+        return runtime_for_methods(self.kb, list(methods))
 
     def use_runtime(self, runtime: str | None) -> None:
         """Price decode and prefill with this runtime's profile (None: the default runtime)."""
         self.runtime = runtime
-        self.profile = profile(self.kb, runtime, self.hw_class)
+        self.profile = self.profile_for(runtime)
         self._bind_calibration()
 
     # ---- the starting point ---------------------------------------------------------------
@@ -262,8 +288,11 @@ class Estimator(StepCosts, ChainPredictor):
         positions = self.arch.kv_positions(self.wl.context) * (s.layers / self.arch.layers)
         return 2 * positions * s.kv_heads * s.head_dim * self.wl.batch * s.kv_bits / 8
 
-    def metrics(self, s: ModelState) -> tuple[float, float, float, float, float, float, float]:
-        """(params, bits_per_weight, sparsity, size_mb, inference_memory_mb, decode_ms, prefill_ms)"""
+    def metrics(self, s: ModelState, prof=None) -> tuple[float, float, float, float, float, float,
+                                                          float]:
+        """(params, bits_per_weight, sparsity, size_mb, inference_memory_mb, decode_ms, prefill_ms)
+        priced with runtime profile `prof` (default: the estimator's own; a list of profiles:
+        the least decode and prefill over them, for lower bounds)."""
         params = s.params
         size = self.weight_bytes(s, read=False)
         kv = self.kv_bytes(s)
@@ -285,13 +314,15 @@ class Estimator(StepCosts, ChainPredictor):
         attn_positions = self.arch.kv_positions(wl.context) / self.arch.layers
         flops_tok = 2 * active + 4 * s.layers * s.heads * s.head_dim * attn_positions
         read = self.weight_bytes(s, read=True)
-        prof = self.profile
         deq = s.int_quant and not (s.format is None and s.read_bits >= 16)
-        decode = prof.decode_s(read + kv, self.bw_peak, s.layers, deq,
-                               flops_tok * wl.batch, peak * 1e12) * 1000 / s.speedup
         p = wl.prompt_tokens
         pf_flops = wl.batch * (2 * active * p + 2 * s.layers * s.heads * s.head_dim * p * p)
-        prefill = prof.prefill_s(pf_flops, peak * 1e12, read, self.bw_peak, s.layers) * 1000
+        decode = prefill = math.inf
+        for pr in (prof if isinstance(prof, (list, tuple)) else (prof or self.profile,)):
+            decode = min(decode, pr.decode_s(read + kv, self.bw_peak, s.layers, deq,
+                                             flops_tok * wl.batch, peak * 1e12) * 1000 / s.speedup)
+            prefill = min(prefill, pr.prefill_s(pf_flops, peak * 1e12, read, self.bw_peak,
+                                                s.layers) * 1000)
         bpw = size * 8 / params if params else 0.0
         return params, bpw, s.sparsity, size / MB, memory, decode, prefill
 

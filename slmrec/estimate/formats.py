@@ -93,6 +93,16 @@ class Formats:
         self.types = types
         self.formats = formats
         self._alias = {a.lower(): f.id for f in formats.values() for a in f.aliases}
+        self._memo: dict[tuple, object] = {}   # layouts and sums per (what, format, shape)
+
+    def _memoised(self, key: tuple, compute):
+        """A search prices the same few shapes thousands of times: compute each once."""
+        got = self._memo.get(key)
+        if got is None:
+            if len(self._memo) > 20000:
+                self._memo.clear()
+            got = self._memo[key] = compute()
+        return got
 
     def get(self, fmt: str) -> Format:
         f = self.formats.get(fmt) or self.formats.get(self._alias.get(fmt.lower(), ""))
@@ -119,6 +129,9 @@ class Formats:
         return typ
 
     def layout(self, fmt: str, shape: Shape) -> list[tuple[Tensor, TensorType]]:
+        return self._memoised(("layout", fmt, shape), lambda: self._layout(fmt, shape))
+
+    def _layout(self, fmt: str, shape: Shape) -> list[tuple[Tensor, TensorType]]:
         f = self.get(fmt)
         rules = self._rules(f)
         return [(t, self.type_of(f, t, shape, rules)) for t in tensors(shape, f.unties_embeddings)]
@@ -133,6 +146,9 @@ class Formats:
         return sum(b for b in self.by_class(fmt, shape).values())
 
     def by_class(self, fmt: str, shape: Shape) -> dict[str, float]:
+        return dict(self._memoised(("by_class", fmt, shape), lambda: self._by_class(fmt, shape)))
+
+    def _by_class(self, fmt: str, shape: Shape) -> dict[str, float]:
         f = self.get(fmt)
         out: dict[str, float] = {}
         for t, typ in self.layout(fmt, shape):
@@ -143,6 +159,10 @@ class Formats:
     def read_bytes(self, fmt: str, shape: Shape, active_share: float = 1.0) -> float:
         """Bytes a decode step reads: every matrix but the embedding lookup (MLP experts at the
         active share)."""
+        return self._memoised(("read", fmt, shape, active_share),
+                              lambda: self._read_bytes(fmt, shape, active_share))
+
+    def _read_bytes(self, fmt: str, shape: Shape, active_share: float) -> float:
         total = 0.0
         for t, typ in self.layout(fmt, shape):
             if t.cls == "embed":
@@ -159,6 +179,9 @@ class Formats:
 
     def bits_by_class(self, fmt: str, shape: Shape) -> dict[str, float]:
         """Mean stored bits per weight of each tensor class (for reports)."""
+        return dict(self._memoised(("bits", fmt, shape), lambda: self._bits_by_class(fmt, shape)))
+
+    def _bits_by_class(self, fmt: str, shape: Shape) -> dict[str, float]:
         count: dict[str, float] = {}
         bits: dict[str, float] = {}
         for t, typ in self.layout(fmt, shape):

@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 from slmrec.estimate.constants import MODEL_METRICS, STEP_METRICS, UNITS
 from slmrec.estimate.evidence import ZERO
 from slmrec.estimate.options import Option
-from slmrec.estimate.runtimes import profile, runtime_for_methods
 from slmrec.estimate.state import ModelState
 from slmrec.plan import Prediction
+
+
+_SCALED: dict[tuple, tuple] = {}   # (option key, model params) -> (method, scaled option)
 
 
 class ChainPredictor:
@@ -22,11 +24,8 @@ class ChainPredictor:
         one (for this call only; the estimator's own runtime is restored afterwards)."""
         kept = (self.profile, self.calibration)
         try:
-            if self.runtime is None:
-                found = runtime_for_methods(self.kb, [o.method for o in options])
-                if found:
-                    self.profile = profile(self.kb, found, self.hw_class)
-                    self._bind_calibration()
+            rt = self.chain_runtime(o.method for o in options)
+            self.profile, self.calibration = self.profile_for(rt), self.calibration_for(rt)
             return self._predict_chain(options)
         finally:
             self.profile, self.calibration = kept
@@ -57,7 +56,7 @@ class ChainPredictor:
             preds["step_hours"] = Prediction(value=_r(cost.hours), low=_r(cost.hours),
                                              high=_r(cost.hours), unit="h", basis="analytic",
                                              sources=list(self.chw.sources))
-            self._calibrate(preds, opt.method)
+            self._calibrate(preds, opt.method, opt.params)
             steps.append(preds)
             s = s2
         return ChainPrediction(base, steps, s)
@@ -73,7 +72,13 @@ class ChainPredictor:
 
         from slmrec.estimate.options import compile_option  # noqa: PLC0415
 
-        new = compile_option(m, opt.params, self.arch.params)
+        key = (opt.key, self.arch.params)
+        got = _SCALED.get(key)
+        if got is None or got[0] is not m:
+            if len(_SCALED) > 50000:
+                _SCALED.clear()
+            got = _SCALED[key] = (m, compile_option(m, opt.params, self.arch.params))
+        new = got[1]
         upd = {}
         if new.quality is not None and opt.quality_status == "ok":
             upd["quality"] = new.quality
@@ -103,14 +108,14 @@ class ChainPredictor:
             basis="analytic", sources=src)
         return out
 
-    def _calibrate(self, preds: dict[str, Prediction], method: str) -> None:
+    def _calibrate(self, preds: dict[str, Prediction], method: str, params: dict) -> None:
         cal = self.calibration
         if cal is None:
             return
         for name, p in preds.items():
             if p.value is None:
                 continue
-            got = cal.correct(name, p.value, method, low=p.low, high=p.high)
+            got = cal.correct(name, p.value, method, low=p.low, high=p.high, params=params)
             if got is not None:
                 v, lo, hi = got[0], got[1], got[2]
                 note = getattr(got, "note", "corrected by calibration on measured runs")

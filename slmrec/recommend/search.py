@@ -108,6 +108,13 @@ class Search:
         self._sim_memo: dict[tuple, tuple] = {}
         self._prefix_memo: dict[tuple, tuple] = {}
         self._orders_memo: dict[frozenset, list] = {}
+        self._rt_memo: dict[tuple, tuple] = {}
+        self._floor_memo: dict[str, float] = {}
+        self._rt_methods = frozenset(m for rt in space.kb.runtimes.values() for m in rt.methods)
+        reach = dict.fromkeys([self.est.chain_runtime(()),
+                               *(self.est.chain_runtime((o.method,)) for o in space.options
+                                 if o.method in self._rt_methods)])
+        self._bound_profiles = [self.est.profile_for(rt) for rt in reach]
         self.rules = rules_for(space.kb)
         self.has_requires = any(o.method in space.idx.requires for o in space.options)
         self._build_levels()
@@ -185,7 +192,10 @@ class Search:
             for o in lvl.options:
                 cred = self.est.credit(o)
                 sig = (tuple(sorted(o.t.items())), o.structure, o.group_overhead_bits, cred,
-                       (o.speedup.value, o.speedup.high) if o.speedup and cred[2] else None)
+                       (o.speedup.value, o.speedup.high) if o.speedup and cred[2] else None,
+                       o.format,   # a storage format changes the state as much as its bits
+                       self.est.chain_runtime((o.method,)) if o.method in self._rt_methods
+                       else None)
                 self.sig[o.key] = sig
                 by_sig.setdefault((sig, o.recovery), []).append(o)
             lvl.groups = [sorted(g, key=lambda o: (o.quality.value, o.quality.high))
@@ -229,6 +239,10 @@ class Search:
             recs = list(self.suf_rec[i + 1])
             for o in self.levels[i].options:
                 prec, sparse, spd = est.credit(o)
+                if o.format:   # a storage format is read as stored: its leanest tensor class
+                    lo = self._format_floor(o.format)
+                    for k in ("store_bits", "read_bits", "embed_store", "embed_read"):
+                        best[k] = min(best.get(k, lo), lo)
                 for f, v in o.t.items():
                     if f == "weight_bits":
                         gs = o.t.get("group_size")
@@ -273,6 +287,16 @@ class Search:
             self.suf_speed[i] = self.suf_speed[i + 1] * speed
             self.suf_rec[i] = recs
 
+    def _format_floor(self, fmt: str) -> float:
+        """The fewest bits per weight any tensor class takes in this format (on the base
+        shape; fallbacks on narrower rows only add bits): a lower bound for bounds."""
+        got = self._floor_memo.get(fmt)
+        if got is None:
+            est = self.est
+            by = est.formats.bits_by_class(fmt, est.shape(self.sp.base))
+            got = self._floor_memo[fmt] = min(by.values()) if by else 0.0
+        return got
+
     def _optimistic(self, s: ModelState, used: frozenset, i: int) -> ModelState:
         best = self.suf_fields[i]
         o = s.copy()
@@ -316,12 +340,24 @@ class Search:
             o.vocab = best["vocab_size"]
         if "activation_bits" in best and "activation_bits" not in used:
             o.act_bits = min(o.act_bits or 99.0, best["activation_bits"])
+        if o.format and (o.layers, o.intermediate, o.heads, o.vocab) != \
+                (s.layers, s.intermediate, s.heads, s.vocab):
+            # narrower rows may fall back to wider types in a format (K-quants): bound the
+            # reduced model by the format's leanest tensor type instead
+            lo = self._format_floor(o.format)
+            o.format = None
+            o.bits = o.read_bits = o.embed_bits = o.embed_read_bits = lo
         o.speedup = o.speedup * self.suf_speed[i]
         o.extra = 0.0 if "adds_params_fraction" not in used else o.extra
         return o
 
     def _model_metrics(self, s: ModelState) -> dict[str, float]:
         return dict(zip(MODEL_KEYS, self.est.metrics(s)))
+
+    def _lower_metrics(self, s: ModelState) -> dict[str, float]:
+        """Model metrics under the fastest runtime any completion could deploy with (a chain
+        is priced with its deployment step's runtime, so bounds take the least over them)."""
+        return dict(zip(MODEL_KEYS, self.est.metrics(s, self._bound_profiles)))
 
     # ---- scoring --------------------------------------------------------------------------
 
@@ -489,13 +525,13 @@ class Search:
             m = self._bound_memo.get(key)
             if m is None:
                 m = self._bound_memo[key] = self._cal_lower(
-                    self._model_metrics(self._optimistic(s, used, i)))
+                    self._lower_metrics(self._optimistic(s, used, i)))
             q, q_hi = self._q_bound(loss, rec, n_rec, i, self.max_steps - len(chosen))
         else:
             key = (id(s), -1)
             m = self._bound_memo.get(key)
             if m is None:
-                m = self._bound_memo[key] = self._cal_lower(self._model_metrics(s))
+                m = self._bound_memo[key] = self._cal_lower(self._lower_metrics(s))
             q, q_hi = self._q_final(loss, rec)
         cal = self.est.calibration
         if cal is not None:
@@ -703,23 +739,34 @@ class Search:
                 cost = StepCost(cost.peak_memory_mb + extra, cost.tflop, cost.hours)
             steps.append((s, cost))
             self._prefix_memo[key[:len(steps)]] = tuple(steps)
-        m = self._model_metrics(s)
+        # priced with the chain's own runtime (its deployment step), as the final prediction is
+        rt = self._runtime_of(order)
+        m = dict(zip(MODEL_KEYS, est.metrics(s, est.profile_for(rt))))
         m["step_peak_memory_mb"] = max((c.peak_memory_mb for _, c in steps), default=0.0)
         m["step_tflop"] = sum(c.tflop for _, c in steps)
         m["step_hours"] = sum(c.hours for _, c in steps)
         q = (s.q, min(s.q_lo, s.q), max(s.q_hi, s.q))
-        cal = est.calibration
+        cal = est.calibration_for(rt)
         if cal is not None and order:
-            last = order[-1].method
+            last, lp = order[-1].method, order[-1].params
             for k2 in list(m):
-                got2 = cal.correct(k2, m[k2], last)
+                got2 = cal.correct(k2, m[k2], last, params=lp)
                 if got2 is not None:
                     m[k2] = got2[0]
-            got2 = cal.correct("quality_loss_pct", q[0], last, low=q[1], high=q[2])
+            got2 = cal.correct("quality_loss_pct", q[0], last, low=q[1], high=q[2], params=lp)
             if got2 is not None:
                 q = tuple(got2)
         got = self._sim_memo[key] = (m, q, steps)
         return got
+
+    def _runtime_of(self, order: tuple[Option, ...]) -> str | None:
+        """The runtime the chain deploys with (None: the default one); memoised per method set,
+        since only the last deployment step in the chain decides."""
+        key = tuple(o.method for o in order if o.method in self._rt_methods)
+        got = self._rt_memo.get(key)
+        if got is None:
+            got = self._rt_memo[key] = (self.est.chain_runtime(key),)
+        return got[0]
 
     def evaluate(self, order: tuple[Option, ...]) -> Candidate:
         """Score one ordered chain against the current limits."""

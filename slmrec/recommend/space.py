@@ -333,7 +333,8 @@ def build_space(idx: KBIndex, sc: Scenario, model: str, *, calibration: Any = No
         if why:
             rejected[m.id] = Why(why.kind, why.reason, list(m.sources[:1]))
             continue
-        opts = [o for o in idx.options.get(m.id, []) if o.quality is not None]
+        # evidence weighted by this model's scale, as the final prediction weighs it
+        opts = [est.at_scale(o) for o in idx.options.get(m.id, []) if o.quality is not None]
         if not opts:
             first = idx.options.get(m.id, [None])[0]
             status = first.quality_status if first else "missing"

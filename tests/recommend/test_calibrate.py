@@ -116,3 +116,47 @@ def test_recommend_uses_the_calibration(kb, scenario):
     got = rec.top.predicted["inference_memory_mb"]
     assert got.basis == "calibrated" and "row" in (got.note or "")
     assert got.value <= 600    # the plan chosen under calibration meets the budget calibrated
+
+
+def test_offsets_tell_a_methods_options_apart(shipped):
+    # RTN int4 at group 32 measures below its prediction, at group 128 above: one method offset
+    # would move both the same way; option offsets move each towards its own measurements
+    def opt_rows(gs, pairs):
+        out = rows("quality_loss_pct", pairs, method="rtn-weight-only")
+        for r in out:
+            r["context"]["params"] = {"bits": 4, "group_size": gs, "embedding_bits": 8}
+        return out
+
+    data = opt_rows(32, [(21, 14), (21, 15), (21, 14.5)]) + \
+        opt_rows(128, [(36, 42), (36, 43), (36, 42.5)])
+    cal = Calibration.fit(data, kb=shipped)
+    assert "param:rtn-weight-only.group_size=32" in cal.fits["quality_loss_pct"].offsets
+    assert "param:rtn-weight-only.embedding_bits=8" not in cal.fits["quality_loss_pct"].offsets
+
+    def corrected(gs, pred):
+        c = Context("rtn-weight-only", shipped.methods["rtn-weight-only"].family, "cpu",
+                    "runtime-hf-transformers", None,
+                    (("bits", "4"), ("embedding_bits", "8"), ("group_size", str(gs))))
+        return cal.correct("quality_loss_pct", pred, "rtn-weight-only", context=c)
+
+    g32, g128 = corrected(32, 21), corrected(128, 36)
+    assert g32.value < 21 and g128.value > 36
+    assert "group_size=32" in g32.note
+    # the same correction through a bound calibration, given the step's parameters
+    bound = cal.bind(shipped, "cpu", "runtime-hf-transformers", None)
+    via = bound.correct("quality_loss_pct", 21, "rtn-weight-only",
+                        params={"bits": 4, "group_size": 32, "embedding_bits": 8})
+    assert via.value == pytest.approx(g32.value)
+
+
+def test_scale_term_does_not_extrapolate_beyond_the_measured_sizes(shipped):
+    data = rows("decode_ms_per_token", [(30, 60), (30, 66)], params=1e8) + \
+        rows("decode_ms_per_token", [(30, 150), (30, 160)], params=1e9)
+    cal = Calibration.fit(data, kb=shipped, alpha=0.5)
+    assert cal.fits["decode_ms_per_token"].scale > 0
+
+    def at(n):
+        return cal.correct("decode_ms_per_token", 30, "gptq", context=ctx(shipped, "gptq", n)).value
+
+    assert at(1e5) == pytest.approx(at(1e8)) and at(1e12) == pytest.approx(at(1e9))
+    assert at(1e8) < at(3e8) < at(1e9)

@@ -128,3 +128,21 @@ def test_gguf_k_quants_step_writes_the_kb_mixture(kb):
     assert opt.format == "gguf-q4-k-m"
     size = est.predict_chain([opt]).final["size_mb"].value
     assert 790 <= size <= 820
+
+
+@pytest.mark.parametrize("gguf_type,low,high", [
+    ("Q8_0", 141.0, 146.0),   # the export runner wrote a 144.8 MB Q8_0 file after 4-bit GPTQ
+    ("Q4_0", 86.0, 93.0),     # Q4_0 matrices, table kept at Q8_0 (runners/export/gguf.py)
+    ("F16", 265.0, 272.0),
+])
+def test_export_step_size_follows_the_format_it_writes(kb, gguf_type, low, high):
+    # a 4-bit GPTQ model exported to GGUF is stored at the export's type, not at 4 bits
+    from slmrec.estimate import compile_option, default_params
+
+    est = Estimator(kb, Arch.from_card(kb.models["smollm2-135m"]), kb.hardware["laptop-2core-avx2"])
+    g, e = kb.methods["gptq"], kb.methods["gguf-export"]
+    chain = [compile_option(g, {**default_params(g), "bits": 4}),
+             compile_option(e, {**default_params(e), "gguf_type": gguf_type})]
+    steps = est.predict_chain(chain).steps
+    assert steps[0]["size_mb"].value < 90
+    assert low <= steps[1]["size_mb"].value <= high

@@ -98,3 +98,12 @@ def test_gkd_refuses_a_teacher_with_another_tokenizer(tiny, make_ctx):
 def test_bad_params_name_the_field(params, field):
     with pytest.raises(ValidationError, match=field):
         get_runner("trl").Params(**params)
+
+
+def test_galore_trains_through_the_galore_optimizer(tiny, make_ctx):
+    """The KB's galore options reach transformers, which builds galore-torch's optimizer."""
+    runner_id, params = KB_TRL["galore"]
+    model, tok = tiny
+    runner = get_runner(runner_id)
+    res = runner.run(make_ctx(model, tok), runner.Params(**{**params, **FAST}))
+    assert "optimizer galore_torch." in " ".join(res.notes)
