@@ -74,6 +74,7 @@ def _onnx_build(variant: str, level: int, model, corpus, wd: Path):
             quantize_onnx(_onnx_build("fp32", 0, model, corpus, wd)[0], path, variant[4:], 32)
         elif variant == "dyn-int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
+            path.parent.mkdir(parents=True, exist_ok=True)  # its external data goes beside it
             quantize_dynamic(str(_onnx_build("fp32", 0, model, corpus, wd)[0]), str(path), per_channel=True, weight_type=QuantType.QInt8,
                              op_types_to_quantize=["MatMul"], use_external_data_format=True)
         else:
