@@ -224,8 +224,9 @@ class Estimator(StepCosts, ChainPredictor):
                 n.embed_bits = eb
                 n.embed_read_bits = eb if precision_ok else max(s.embed_read_bits, eb)
             n.int_quant = wb < 16 or s.int_quant
-        if opt.format:
-            self._apply_format(n, opt.format)
+        fmt = next((f for bound, f in opt.formats_by_bits if s.bits <= bound), opt.format)
+        if fmt:
+            self._apply_format(n, fmt)
         if "activation_bits" in t and precision_ok:
             n.act_bits = t["activation_bits"]
         if "kv_cache_bits" in t:
