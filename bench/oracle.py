@@ -16,7 +16,9 @@ every plan plus one validating run against the oracle's executing them all; the 
 per metric before and after calibration, with calibration fitted on the other models' runs
 (leave-one-model-out, so no run is corrected by itself). Run: `python -m bench oracle`
 (ORACLE_SMOLLM2=0 leaves SmolLM2-135M out; ORACLE_REUSE=path re-scores that run's executions,
-and ORACLE_RERUN=rtn8,... executes those plans and the base again on top of it).
+and ORACLE_RERUN=rtn8,... executes those plans and the base again on top of it: a quick check
+after a runner change, whose re-run figures sit beside others taken at another load; a full run
+is the reference).
 """
 
 from __future__ import annotations
