@@ -4,7 +4,8 @@ held-out slice, prefill and decode speed, all as ratios to the fp32 PyTorch mode
 Rows: fp32 / packed slmrec int8 and int4 in PyTorch; the compressed-tensors folders in plain
 transformers; ONNX rows in ONNX Runtime (ONNX_ROWS: fp32, onnxruntime's own int8/int4
 quantizers, and slmrec's RTN int8 / GPTQ int4 codes carried into MatMulNBits); GGUF F16 / Q8_0 / Q4_0 /
-Q4_1 in llama.cpp (when llama-cpp-python is installed: the `deploy` extra). Every runtime gets the
+Q4_1, a GPTQ int4 g64 model whose codes are carried into Q4_1 blocks, and llama.cpp's own
+Q4_K_M / Q5_K_M / Q6_K, in llama.cpp (when llama-cpp-python is installed: the `deploy` extra). Every runtime gets the
 same thread count (BENCH_THREADS, default 1), the same random prompt and greedy decoding with its
 KV cache. Latency is measured round-robin (every session once per round, median over rounds) so
 that load from other processes on a shared machine falls on all rows alike; the
@@ -73,6 +74,7 @@ def _onnx_build(variant: str, level: int, model, corpus, wd: Path):
             quantize_onnx(_onnx_build("fp32", 0, model, corpus, wd)[0], path, variant[4:], 32)
         elif variant == "dyn-int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
+            path.parent.mkdir(parents=True, exist_ok=True)  # its external data goes beside it
             quantize_dynamic(str(_onnx_build("fp32", 0, model, corpus, wd)[0]), str(path), per_channel=True, weight_type=QuantType.QInt8,
                              op_types_to_quantize=["MatMul"], use_external_data_format=True)
         else:
@@ -124,9 +126,23 @@ def _rows():
             return _onnx_build(variant, accuracy_level, model, corpus, wd)
         return build
 
-    def gguf(qtype):
+    def gguf(qtype, gptq_bits=None):
+        """The float base exported as `qtype`, or (gptq_bits) a GPTQ g64 model exported with
+        `auto`, which carries its codes into GGUF blocks as they are (runners/export/gguf_blocks.py)."""
         def build(model, tok, corpus, wd):
-            p = export_gguf(model, tok, wd / f"model.{qtype}.gguf", qtype)
+            src, stem = model, qtype
+            if gptq_bits:
+                import copy
+
+                from runners.quant.gptq import quantize_gptq
+                from runners.quant.rtn import quantize_embeddings
+                src, stem = copy.deepcopy(model), f"gptq{gptq_bits}"
+                quantize_gptq(src, corpus.blocks("calibration", 128, 8), gptq_bits, 64, 0.01, True)
+                quantize_embeddings(src, 8, 64)
+            log: dict = {}
+            p = export_gguf(src, tok, wd / f"model.{stem}.gguf", qtype, log=log)
+            print(f"   GGUF {stem}: {log['type']}, {log['carried']} weights carried, "
+                  f"{len(log['requantized'])} re-quantized", flush=True)
             return p, p
         return build
 
@@ -140,7 +156,12 @@ def _rows():
         ("GGUF F16", None, "llama.cpp", gguf("F16")),
         ("GGUF Q8_0", "int8", "llama.cpp", gguf("Q8_0")),
         ("GGUF Q4_0", "int4", "llama.cpp", gguf("Q4_0")),
-        ("GGUF Q4_1", "int4", "llama.cpp", gguf("Q4_1")),
+        # the base lies on this grid (see Provenance): reported, kept out of the int4 goal
+        ("GGUF Q4_1 (base's own grid: not a fair int4 figure)", None, "llama.cpp", gguf("Q4_1")),
+        ("GGUF Q4_1 carrying GPTQ int4 g64 codes", "int4", "llama.cpp", gguf("auto", gptq_bits=4)),
+        ("GGUF Q4_K_M (llama.cpp quantizer)", "int4", "llama.cpp", gguf("Q4_K_M")),
+        ("GGUF Q5_K_M (llama.cpp quantizer)", None, "llama.cpp", gguf("Q5_K_M")),
+        ("GGUF Q6_K (llama.cpp quantizer)", None, "llama.cpp", gguf("Q6_K")),
     ]
 
 
@@ -189,7 +210,7 @@ def main() -> dict:
             ppl = perplexity(sess, blocks)
             rows.append({"label": label, "bits": bits, "runtime": runtime, "ppl": ppl,
                          "size_mb": _size_mb(path) if path is not None else fp32_size,
-                         "build_s": build_s})
+                         "build_s": build_s, "tensor_types": _gguf_mix(path)})
             print(f"   {label}: ppl {ppl:.3f}, {rows[-1]['size_mb']:.1f} MB", flush=True)
             if runtime != "transformers":
                 sessions[label] = sess
@@ -220,6 +241,8 @@ def main() -> dict:
         fastest = max(timed_rows, key=lambda r: r["decode_speedup"], default=None)
         if best:
             note = f"{best['label']} in {best['runtime']}: ppl x{best['ppl_ratio']:.3f} (<= {quality})"
+            if best.get("tensor_types"):
+                note += f"; tensor types {best['tensor_types']}"
         else:
             note = f"no {bits} row within ppl x{quality}"
             if fastest:
@@ -243,6 +266,10 @@ def main() -> dict:
           f"tokens with the KV cache, median of {ROUNDS} round-robin rounds, {threads} thread(s) in every "
           "runtime. Speed ratios are fp32 PyTorch time over the row's time (higher is faster). The base "
           "is dequantised from a Q4_1 GGUF (see docs/deploy.md, Provenance).")
+    mixes = [f"{r['label']}: {r['tensor_types']}" for r in rows if r.get("tensor_types")]
+    if mixes:
+        md += ("\n\nGGUF tensor types, as shares of the weights (k-quants need rows that are a "
+               "multiple of 256; llama.cpp falls back on SmolLM2's 576-wide rows): " + "; ".join(mixes) + ".")
     if only:
         md += f"\n\nRows limited to labels containing {', '.join(only)} (BENCH_DEPLOY_ROWS)."
     if skipped:
@@ -254,3 +281,18 @@ def main() -> dict:
 def _size_mb_fp32(model, tok, wd: Path) -> float:
     from runners.checkpoint import save_checkpoint
     return _size_mb(save_checkpoint(model, tok, wd / "fp32"))
+
+
+def _gguf_mix(path) -> str | None:
+    """The tensor types of a .gguf file as shares of its weights, largest first."""
+    if not isinstance(path, (str, Path)) or Path(path).suffix != ".gguf":
+        return None
+    import collections
+
+    import gguf
+    count: collections.Counter = collections.Counter()
+    for t in gguf.GGUFReader(str(path)).tensors:
+        if len(t.shape) > 1:
+            count[t.tensor_type.name] += int(t.n_elements)
+    total = sum(count.values())
+    return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in count.most_common())

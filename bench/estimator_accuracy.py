@@ -98,24 +98,27 @@ def sizes(kb, archs) -> tuple[list[dict], dict]:
                   **{k: _summary(v) for k, v in sorted(by.items())}}
 
 
-def _features(kb, archs, r: dict) -> tuple[float, float, float]:
-    """(ms reading at peak bandwidth, layers, layers if dequantizing) for one speed row."""
+def _features(kb, archs, r: dict) -> tuple[float, float, float, float]:
+    """(ms reading at peak bandwidth, layers, layers if dequantizing, ms reading the weights at
+    peak bandwidth if dequantizing) for one speed row."""
     from slmrec.estimate import Estimator, Workload
 
     est = Estimator(kb, archs[r["model"]], _hardware(r["hardware_class"], float(r["bandwidth_gbs"])),
                     Workload(context=int(r["context"]), prompt_tokens=64, batch=1))
     s = _state(est, r["format"])
-    read = est.weight_bytes(s, read=True) + est.kv_bytes(s)
-    ms = read / (float(r["bandwidth_gbs"]) * 1e9) * 1000
+    weights = est.weight_bytes(s, read=True)
+    bw = float(r["bandwidth_gbs"]) * 1e9
+    ms = (weights + est.kv_bytes(s)) / bw * 1000
     deq = bool(s.int_quant)
-    return ms, s.layers, s.layers if deq else 0.0
+    return ms, s.layers, s.layers if deq else 0.0, weights / bw * 1000 if deq else 0.0
 
 
 def fit_profiles(kb, archs, rows: list[dict]) -> dict:
     """Per (runtime, hardware class): t_ms = ms_at_peak/eff + token_ms + layers*layer_ms
-    + deq_layers*dequant_layer_ms, non-negative least squares (scipy) on relative error (each
-    row divided by its published time, so slow devices do not dominate). Classes with fewer
-    than FULL_FIT_ROWS rows fit the efficiency alone."""
+    + deq_layers*dequant_layer_ms + deq_ms_at_peak*dequant_byte_cost, non-negative least
+    squares (scipy) on relative error (each row divided by its published time, so slow devices
+    do not dominate). Classes with fewer than FULL_FIT_ROWS rows fit the efficiency alone (and the packed-byte cost when they hold
+    both packed and float rows)."""
     import numpy as np
     from scipy.optimize import nnls
 
@@ -126,18 +129,27 @@ def fit_profiles(kb, archs, rows: list[dict]) -> dict:
         groups.setdefault((r["runtime"], "default"), []).append((x, 1000 / float(r["tok_s"])))
     fits = {}
     for (rt, klass), items in groups.items():
-        a = np.array([[ms, 1.0, layers, deq] for (ms, layers, deq), _ in items])
+        a = np.array([[ms, 1.0, layers, deq, deq_ms] for (ms, layers, deq, deq_ms), _ in items])
+        runtime = kb.runtimes.get(rt) if kb is not None else None
+        if runtime is not None and not runtime.unpacks_weights:
+            a[:, 4] = 0.0   # fused block kernels (llama.cpp, ExecuTorch): no per-byte unpacking
         y = np.array([t for _, t in items])
         if len(items) < 2:
             continue
         if len(items) < FULL_FIT_ROWS:
-            a[:, 1:] = 0.0
+            # few rows: the efficiency alone, plus the packed-byte cost where the group holds both
+            # packed and float rows (it is what tells them apart)
+            keep_deq = bool((a[:, 4] > 0).any() and (a[:, 4] == 0).any())
+            a[:, 1:4] = 0.0
+            if not keep_deq:
+                a[:, 4] = 0.0
         coef, _ = nnls(a / y[:, None], np.ones_like(y))
         eff = 1.0 / coef[0] if coef[0] > 1e-9 else 1.0
         fits[(rt, klass)] = {"bandwidth_efficiency": round(min(eff, 1.2), 3),
                              "token_ms": round(float(coef[1]), 4),
                              "layer_ms": round(float(coef[2]), 4),
-                             "dequant_layer_ms": round(float(coef[3]), 4), "rows": len(items)}
+                             "dequant_layer_ms": round(float(coef[3]), 4),
+                             "dequant_byte_cost": round(float(coef[4]), 4), "rows": len(items)}
     return fits
 
 
@@ -202,11 +214,11 @@ def main() -> dict:
     for k, v in speed_stats["by_runtime"].items():
         md.append(f"| {k} | {v['n']} | {_pct(v['median_abs'])} | {_pct(v['p90_abs'])} | {v['bias']:.3f} |")
     md += ["", "Constants fitted on the fit half (copy into kb/runtimes.yaml):", "",
-           "| runtime@class | efficiency | token_ms | layer_ms | dequant_layer_ms | rows |",
-           "| --- | --- | --- | --- | --- | --- |"]
+           "| runtime@class | efficiency | token_ms | layer_ms | dequant_layer_ms | dequant_byte_cost | rows |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
     for k, v in fitted.items():
         md.append(f"| {k} | {v['bandwidth_efficiency']} | {v['token_ms']} | {v['layer_ms']} | "
-                  f"{v['dequant_layer_ms']} | {v['rows']} |")
+                  f"{v['dequant_layer_ms']} | {v['dequant_byte_cost']} | {v['rows']} |")
     return {
         "title": "estimator vs published checkpoint sizes and decode speeds",
         "ratios": {
@@ -237,8 +249,8 @@ def write_kb_fits(path: Path | None = None) -> None:
     by_rt: dict[str, list[str]] = {}
     for key, v in fitted.items():
         rt, klass = key.split("@")
-        extra = "".join(f", {k}: {v[k]}" for k in ("token_ms", "layer_ms", "dequant_layer_ms")
-                        if v[k])
+        extra = "".join(f", {k}: {v[k]}" for k in ("token_ms", "layer_ms", "dequant_layer_ms",
+                                                    "dequant_byte_cost") if v[k])
         by_rt.setdefault(rt, []).append(
             f"      - {{hardware_class: {klass}, bandwidth_efficiency: "
             f"{v['bandwidth_efficiency']}{extra}, rows: {v['rows']}}}")

@@ -15,7 +15,10 @@ regret of the top plan's measured objective against the oracle's best; compute o
 every plan plus one validating run against the oracle's executing them all; the estimator's error
 per metric before and after calibration, with calibration fitted on the other models' runs
 (leave-one-model-out, so no run is corrected by itself). Run: `python -m bench oracle`
-(ORACLE_SMOLLM2=0 leaves SmolLM2-135M out).
+(ORACLE_SMOLLM2=0 leaves SmolLM2-135M out; ORACLE_REUSE=path re-scores that run's executions,
+and ORACLE_RERUN=rtn8,... executes those plans and the base again on top of it: a quick check
+after a runner change, whose re-run figures sit beside others taken at another load; a full run
+is the reference).
 """
 
 from __future__ import annotations
@@ -79,7 +82,8 @@ def _plan(base: str, steps: list[dict], name: str) -> dict:
             "steps": [*steps, EVAL]}
 
 
-def _execute_all(kb, models: dict[str, str], work: Path) -> tuple[dict, float]:
+def _execute_all(kb, models: dict[str, str], work: Path,
+                 labels: set[str] | None = None) -> tuple[dict, float]:
     from runners.execute import execute
     from slmrec.plan import Plan
 
@@ -87,6 +91,8 @@ def _execute_all(kb, models: dict[str, str], work: Path) -> tuple[dict, float]:
     t0 = time.perf_counter()
     for m, path in models.items():
         for label, steps in PLANS:
+            if labels is not None and label not in labels:
+                continue
             plan = Plan.model_validate(_plan(path, steps, f"oracle-{m}-{label}"))
             rep = execute(plan, out_dir=work / m / label, kb=kb, store=False, progress=False,
                           log=lambda *_: None)
@@ -213,6 +219,14 @@ def _run(kb, work: Path) -> dict:
         measured = {tuple(k.split("/", 1)): v for k, v in old["measured"].items()}
         t_oracle = old.get("oracle_s") or old["wall_s"]
         reuse_note = f"started {old.get('started')}, oracle executions {t_oracle:.0f} s"
+        rerun = {x for x in os.environ.get("ORACLE_RERUN", "").split(",") if x}
+        if rerun:   # plans whose runner changed since: executed again, side by side with the base
+            fresh, _ = _execute_all(kb, models, work / "runs", rerun | {"base"})
+            for k, v in fresh.items():   # compute figures stay those of the full run
+                v["_wall_s"] = measured.get(k, {}).get("_wall_s", v["_wall_s"])
+            measured.update(fresh)
+            reuse_note += (f"; plans {', '.join(sorted(rerun | {'base'}))} executed again in this "
+                           f"run")
     else:
         measured, t_oracle = _execute_all(kb, models, work / "runs")
     scenarios = _scenarios(list(models))

@@ -118,8 +118,10 @@ def main() -> dict:
                      round(med[label]["prefill_long"], 1), round(base["prefill_long"] / med[label]["prefill_long"], 3),
                      round(med[label]["decode"], 2), round(base["decode"] / med[label]["decode"], 3), same])
     q4 = models["int4"].model.layers[0].mlp.up_proj
+    q8 = models["int8"].model.layers[0].mlp.up_proj
     head = models["int8"].lm_head
-    sweep = {"int4 up_proj 1536x576": _sweep(q4), "int8 head 49152x576": _sweep(head)}
+    sweep = {"int4 up_proj 1536x576": _sweep(q4), "int8 up_proj 1536x576": _sweep(q8),
+             "int8 head 49152x576": _sweep(head)}
     crossover = {name: max([r["rows"] for r in s if r["kernel_ms"] < r["dequant_ms"]], default=0)
                  for name, s in sweep.items()}
     same4 = tokens["int4 kernels"] == tokens["int4 dequantise"]

@@ -403,6 +403,23 @@ class TransformCase(Transform):
 
     when: dict[str, float | int | str | bool] = Field(
         min_length=1, description="step parameters (name: value) under which this case holds")
+    input_bits_at_most: float | None = Field(
+        default=None, gt=0, le=64, description="the case holds only when the model the step receives stores "
+                                  "its weight matrices at no more than this many bits per weight "
+                                  "(scales included): an export that follows its input's bits")
+
+
+    @model_validator(mode="after")
+    def _bits_case_names_a_format(self):
+        if self.input_bits_at_most is not None and self.format is None:
+            raise ValueError("input_bits_at_most needs a `format`: the format written for such "
+                             "an input")
+        return self
+
+    def matches(self, params: dict[str, object]) -> bool:
+        return all(k in params and params[k] == v
+                   and isinstance(params[k], bool) == isinstance(v, bool)
+                   for k, v in self.when.items())
 
 
 class StepCost(Record):
@@ -442,14 +459,21 @@ class Effects(Record):
     )
 
     def transform_for(self, params: dict[str, object]) -> Transform:
-        """The base transform with the first case whose `when` matches `params` applied."""
+        """The base transform with the first case whose `when` matches `params` applied (cases
+        that also depend on the input model's bits are left to `formats_by_input_bits`)."""
         for case in self.transform_cases:
-            if all(k in params and params[k] == v
-                   and isinstance(params[k], bool) == isinstance(v, bool)
-                   for k, v in case.when.items()):
-                override = case.model_dump(exclude={"when"}, exclude_unset=True)
+            if case.input_bits_at_most is None and case.matches(params):
+                override = case.model_dump(exclude={"when", "input_bits_at_most"},
+                                           exclude_unset=True)
                 return self.transform.model_copy(update=override)
         return self.transform
+
+    def formats_by_input_bits(self, params: dict[str, object]) -> list[tuple[float, str]]:
+        """(bits bound, format) of the matching cases that depend on the input model's bits,
+        tightest bound first: the step writes the first format whose bound the input meets."""
+        got = [(float(c.input_bits_at_most), str(c.format)) for c in self.transform_cases
+               if c.input_bits_at_most is not None and c.format and c.matches(params)]
+        return sorted(got)
 
 
 class Method(Record):
@@ -749,6 +773,9 @@ class RuntimeFit(Record):
     layer_ms: float = Field(default=0.0, ge=0, description="fixed time per layer per token")
     dequant_layer_ms: float = Field(default=0.0, ge=0, description="extra per layer when "
                                                                    "weights are dequantized")
+    dequant_byte_cost: float = Field(default=0.0, ge=0, description="extra time per weight byte "
+                                     "unpacked on the fly, in units of that byte's read time at "
+                                     "peak bandwidth (kernels that dequantise per layer)")
     rows: int = Field(default=0, ge=0, description="published rows the fit used")
     basis: Literal["fitted", "assumed"] = "fitted"
 
@@ -760,6 +787,9 @@ class Runtime(Record):
     name: str
     methods: list[Id] = Field(default_factory=list, description="deployment methods that run it")
     fits: list[RuntimeFit] = Field(min_length=1)
+    unpacks_weights: bool = Field(default=False, description="its kernels unpack packed integer "
+                                  "weights per layer before the multiply, so a per-byte cost "
+                                  "(dequant_byte_cost) is fitted; fused block kernels do not")
     note: str | None = None
     sources: list[Id] = Field(min_length=1)
 

@@ -4,7 +4,9 @@ Formats (`format:`):
   safetensors  slmrec's checkpoint folder, which is also a standard transformers folder wherever
                one exists (weight-only quantized weights in the compressed-tensors layout, see
                runners/quant/layout.py), plus the unmerged LoRA adapter folder
-  gguf         one .gguf file for llama.cpp (runners/export/gguf.py), of GGUF type `gguf_type`
+  gguf         one .gguf file for llama.cpp (runners/export/gguf.py), of GGUF type `gguf_type`;
+               `auto` follows the model it receives: packed GPTQ/RTN codes are carried into the
+               GGUF block type that holds their grid (no second rounding), F16 for a float model
   onnx         model.onnx for ONNX Runtime (runners/export/onnx.py): weights packed by an earlier
                RTN/GPTQ step are carried as MatMulNBits from their integer codes; float weights
                optionally get onnxruntime's int8/int4 round-to-nearest MatMulNBits (`onnx_quant`)
@@ -33,8 +35,10 @@ RUNTIME = {"safetensors": "pytorch", "gguf": "llama.cpp", "onnx": "onnxruntime",
 class ExportParams(RunnerParams):
     name: str = Field("model", description="folder (or file stem) name inside the step's folder")
     format: Literal["safetensors", "gguf", "onnx", "executorch"] = Field("safetensors", description="artifact format")
-    gguf_type: Literal["F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"] = Field(
-        "Q8_0", description="GGUF tensor type for the weight matrices (format: gguf)")
+    gguf_type: Literal["auto", "F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
+                       "Q4_K_M", "Q4_K_S", "Q5_K_M", "Q6_K", "Q3_K_M"] = Field(
+        "auto", description="GGUF tensor type for the weight matrices (format: gguf); auto: the type "
+        "that carries the model's packed codes, F16 for a float model; k-quants need the deploy extra")
     onnx_quant: Literal["none", "int8", "int4"] = Field(
         "none", description="ONNX Runtime weight-only quantization of MatMul weights (format: onnx)")
     block_size: int = Field(32, ge=16, le=256, description="MatMulNBits block size (format: onnx)")
@@ -102,11 +106,19 @@ class Export(Runner):
 
     def _gguf(self, ctx, params) -> StepResult:
         from runners.export.gguf import export_gguf
-        path = export_gguf(ctx.model, ctx.tokenizer, ctx.workdir / f"{params.name}.{params.gguf_type}.gguf",
-                           params.gguf_type, params.name)
+        log: dict = {}
+        path = export_gguf(ctx.model, ctx.tokenizer, ctx.workdir / f"{params.name}.gguf",
+                           params.gguf_type, params.name, log=log)
+        path = path.rename(path.with_suffix(f".{log['type']}.gguf"))  # the type written, `auto` resolved
+        notes = [f"GGUF {log['type']} for llama.cpp at {path}"]
+        if log["carried"]:
+            notes.append(f"{log['carried']} packed weights carried into {log['type']} blocks as they are "
+                         "(no second rounding)")
+        if log["requantized"]:
+            why = "; ".join(sorted(set(log["requantized"].values())))
+            notes.append(f"{len(log['requantized'])} packed weights re-quantized ({why})")
         return StepResult(model=ctx.model, metrics={"size_mb": file_mb(path)},
-                          artifacts={"model": str(path), "runtime": RUNTIME["gguf"]},
-                          notes=[f"GGUF {params.gguf_type} for llama.cpp at {path}"])
+                          artifacts={"model": str(path), "runtime": RUNTIME["gguf"]}, notes=notes)
 
     def _onnx(self, ctx, params) -> StepResult:
         from runners.export.codes import quantized_weights

@@ -3,13 +3,17 @@ quantizers: llama.cpp's tensor names and metadata keys, q/k rows permuted to lla
 layout (as its convert_hf_to_gguf.py does), and the tokenizer (gpt2-style BPE) with its merges,
 special tokens and chat template.
 
-Types: F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (the block quantizers the gguf package implements;
-it has no Q4_K/Q6_K quantizer, only their dequantizers). Packed slmrec weights are dequantised to
-float first, then quantized by the gguf package (a second rounding; see docs/deploy.md).
+Types: F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (the block quantizers the gguf package implements),
+the k-quant mixtures in K_QUANTS (llama.cpp's own quantizer through llama-cpp-python, the `deploy`
+extra: the gguf package has no k-quant quantizer), and `auto`: the type that carries the model's
+packed GPTQ/RTN codes as they are (runners/export/gguf_blocks.py), F16 for a float model.
+Packed weights whose grid a type cannot hold are dequantised and re-quantized (a second rounding),
+and the export says which (see docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import tempfile
 from pathlib import Path
@@ -17,37 +21,45 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from runners.export.gguf_blocks import CARRIERS, Codes, auto_type, carry, why_not
 from slmrec.errors import SlmrecError
 
 TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1")
+# k-quant mixtures written by llama.cpp's quantizer (llama_model_quantize), its LLAMA_FTYPE_* names
+K_QUANTS = {"Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "Q4_K_S": "LLAMA_FTYPE_MOSTLY_Q4_K_S",
+            "Q5_K_M": "LLAMA_FTYPE_MOSTLY_Q5_K_M", "Q6_K": "LLAMA_FTYPE_MOSTLY_Q6_K",
+            "Q3_K_M": "LLAMA_FTYPE_MOSTLY_Q3_K_M"}
+ALL_TYPES = ("auto", *TYPES, *K_QUANTS)
 # general.file_type values (llama.cpp's LLAMA_FTYPE_*)
 FILE_TYPE = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9, "Q8_0": 7}
 # The embedding table (also the output head when tied) stays at 8 bits in 4/5-bit files, as
 # llama.cpp's own quantize keeps the output at higher precision.
 TABLE_TYPE = {"Q4_0": "Q8_0", "Q4_1": "Q8_0", "Q5_0": "Q8_0", "Q5_1": "Q8_0"}
+TABLES = ("token_embd.weight", "output.weight")
 LAYER = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
          "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
          "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
          "mlp.down_proj": "ffn_down"}
 
 
-def _float_weights(model) -> dict[str, torch.Tensor]:
-    """Every tensor of the model as fp32 (packed slmrec weights dequantised), by HF name."""
+def _weights(model) -> dict[str, "torch.Tensor | Codes"]:
+    """Every tensor of the model by HF name: fp32, or the codes of a packed slmrec weight
+    (runners/export/codes.py lists them; an untied table's inner linear is listed as the table)."""
+    from runners.export.codes import quantized_weights
     from runners.quant.qlinear import QuantEmbedding, QuantLinear
-    out: dict[str, torch.Tensor] = {}
+    out: dict = {}
+    for q in quantized_weights(model):
+        out[f"{q.name}.weight"] = Codes.of(q)
+        if q.bias is not None:
+            out[f"{q.name}.bias"] = q.bias
     for name, m in model.named_modules():
-        if isinstance(m, QuantLinear):
-            out[f"{name}.weight"] = m.dequantize(torch.float32)
-            if m.bias is not None:
-                out[f"{name}.bias"] = m.bias.detach().float()
-        elif isinstance(m, QuantEmbedding):
-            out[f"{name}.weight"] = m.table.dequantize(torch.float32)
-        elif "quantized" in type(m).__module__:
+        if isinstance(m, (QuantLinear, QuantEmbedding)):
+            continue
+        if "quantized" in type(m).__module__:
             raise SlmrecError.one("export", "a torch.ao dynamic-int8 model cannot be exported to GGUF; "
                                   "export the float model with a GGUF quantization type instead")
-        else:
-            for pn, p in list(m.named_parameters(recurse=False)):
-                out[f"{name}.{pn}"] = p.detach().float()
+        for pn, p in list(m.named_parameters(recurse=False)):
+            out[f"{name}.{pn}"] = p.detach().float()
     return out
 
 
@@ -113,15 +125,65 @@ def _pre(vocab: dict[str, int]) -> str:
     return "default"
 
 
-def export_gguf(model, tokenizer, path, qtype: str = "Q8_0", name: str = "model") -> Path:
-    import gguf
-    if qtype not in TYPES:
-        raise SlmrecError.one("export", f"unknown GGUF type '{qtype}'; valid: {', '.join(TYPES)}")
+def export_gguf(model, tokenizer, path, qtype: str = "auto", name: str = "model",
+                log: dict | None = None, threads: int = 1) -> Path:
+    """Write `model` as one .gguf of type `qtype` (ALL_TYPES). `log`, when given, receives the type
+    written ("type"), how many packed weights were carried as they are ("carried") and which
+    were re-quantized, with why ("requantized": {tensor: reason})."""
+    if qtype not in ALL_TYPES:
+        raise SlmrecError.one("export", f"unknown GGUF type '{qtype}'; valid: {', '.join(ALL_TYPES)}")
     _check(model)
+    log = {} if log is None else log
+    weights = _weights(model)
+    if qtype in K_QUANTS:
+        return _k_quant(model, tokenizer, Path(path), qtype, name, weights, log, threads)
+    if qtype == "auto":
+        qtype = _auto(weights)
+    log.update(type=qtype, carried=0, requantized={})
+    _write(model, tokenizer, Path(path), qtype, name, weights, log)
+    return Path(path)
+
+
+def _auto(weights: dict) -> str:
+    """F16 for a float model; else the type that carries its packed matrices (gguf_blocks.CARRIERS),
+    or the widest type of that bit width when none carries them all (they are then re-quantized)."""
+    codes = [c for hf, c in weights.items() if isinstance(c, Codes) and _gguf_name(hf)[0] not in TABLES]
+    if not codes:
+        return "F16"
+    return auto_type(codes) or CARRIERS.get(max(c.bits for c in codes), ("Q8_0",))[-1]
+
+
+def _k_quant(model, tokenizer, path: Path, qtype: str, name: str, weights: dict, log: dict,
+             threads: int) -> Path:
+    """An F32 GGUF quantized to a k-quant mixture by llama.cpp's own quantizer."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise SlmrecError.one("export", f"GGUF type {qtype} is quantized by llama.cpp: install the "
+                              "`deploy` extra (pip install -e '.[deploy]'), or use Q4_0/Q4_1/Q8_0") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        src = Path(tmp) / "f32.gguf"
+        _write(model, tokenizer, src, "F32", name, weights, {"carried": 0, "requantized": {}})
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, K_QUANTS[qtype])
+        params.nthread = threads
+        llama_cpp.llama_backend_init()
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(path).encode(), ctypes.byref(params))
+    if rc != 0:
+        raise SlmrecError.one("export", f"llama.cpp could not quantize to {qtype} (llama_model_quantize "
+                              f"returned {rc})")
+    packed = sum(isinstance(c, Codes) for c in weights.values())
+    log.update(type=qtype, carried=0,
+               requantized={"all packed weights": "k-quants are re-quantized by llama.cpp"} if packed else {})
+    return path
+
+
+def _write(model, tokenizer, path: Path, qtype: str, name: str, weights: dict, log: dict) -> None:
+    import gguf
     cfg = model.config
     n_head, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(name)
@@ -141,24 +203,20 @@ def export_gguf(model, tokenizer, path, qtype: str = "Q8_0", name: str = "model"
     w.add_file_type(FILE_TYPE[qtype])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _tokenizer(w, tokenizer, cfg.vocab_size)
-    weights = _float_weights(model)
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     for hf, t in weights.items():
         gname, kind = _gguf_name(hf)
         if gname is None or (tied and gname == "output.weight"):
             continue
-        a = t.numpy()
-        if gname.endswith("attn_q.weight"):
-            a = _permute(a, n_head)
-        elif gname.endswith("attn_k.weight"):
-            a = _permute(a, n_kv)
-        _add(w, gname, a, qtype if kind == "matrix" else "F32",
-             TABLE_TYPE.get(qtype, qtype) if gname in ("token_embd.weight", "output.weight") else None)
+        perm = n_head if gname.endswith("attn_q.weight") else n_kv if gname.endswith("attn_k.weight") else None
+        if perm is not None:
+            t = t.rows(lambda a: _permute(a, perm)) if isinstance(t, Codes) else _permute(t.numpy(), perm)
+        target = qtype if kind == "matrix" else "F32"
+        _add(w, gname, t, TABLE_TYPE.get(qtype, qtype) if gname in TABLES else target, log)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return path
 
 
 def _gguf_name(hf: str) -> tuple[str | None, str]:
@@ -177,10 +235,17 @@ def _gguf_name(hf: str) -> tuple[str | None, str]:
                           "other extras are not part of the llama GGUF layout)")
 
 
-def _add(writer, name: str, a: np.ndarray, qtype: str, override: str | None) -> None:
+def _add(writer, name: str, t, qtype: str, log: dict) -> None:
     import gguf
-    qtype = override or qtype
-    a = np.ascontiguousarray(a, dtype=np.float32)
+    if isinstance(t, Codes):
+        raw = carry(t, qtype)
+        if raw is not None:
+            writer.add_tensor(name, raw, raw_dtype=gguf.GGMLQuantizationType[qtype])
+            log["carried"] += 1
+            return
+        log["requantized"][name] = f"to {qtype}: {why_not(t, qtype) or 'a float type'}"
+        t = t.dequantize()
+    a = np.ascontiguousarray(t.numpy() if isinstance(t, torch.Tensor) else t, dtype=np.float32)
     gtype = gguf.GGMLQuantizationType[qtype]
     if qtype in ("F32", "F16") or a.ndim == 1:
         writer.add_tensor(name, a.astype(np.float16 if qtype == "F16" and a.ndim > 1 else np.float32))

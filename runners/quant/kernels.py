@@ -5,9 +5,12 @@
   the input width: group 64 tiles our group 128 over SmolLM2's 576-wide inputs (4.5 groups of
   128), each of our scales repeated over the kernel groups it covers. Activations are cast to
   bf16 around the call only: with fp32 activations the kernel takes a slow path.
-- int8: `aten._weight_int8pack_mm` has one scale per output channel, so a group-wise int8 weight
-  is one call per group (codes shifted to int8 by -128) plus the zero-point term
-  (x summed over the group) @ ((128 - z) * s), in fp32.
+- int8: the same int4 kernel, once, on the codes split into nibbles q = 16 hi + lo: the weight
+  becomes [hi | lo] (k doubled, x fed twice), hi on scale 16 s, lo on scale s, and the kernel's
+  zeros carry the zero point: (hi - 8) 16 s + (128 - z) s + (lo - 8) s + 8 s = (q - z) s. At one
+  thread on SmolLM2's layer shapes this took 0.04-0.10 ms a decode row against 0.23-0.51 ms for
+  the former path (`aten._weight_int8pack_mm`, one call per group plus a zero-point term) and
+  0.02-0.27 ms for fp32 F.linear (docs/estimator.md, "int8 decode kernel").
 
 Both run only for calls with at most KERNEL_MAX_ROWS rows (decoding and short prompts):
 bench/qlinear_kernels.py times the
@@ -25,6 +28,7 @@ import torch
 KERNEL_MAX_ROWS = 64  # bench/qlinear_kernels.py: the kernel beat dequantise + F.linear up to 64 rows, not at 256
 KERNELS_ENABLED = os.environ.get("SLMREC_QLINEAR_KERNELS", "1") != "0"
 INT4_KERNEL_GROUPS = (128, 64, 32)  # the CPU int4 kernel's group sizes, largest tried first
+INT4_MM = torch.ops.aten._weight_int4pack_mm_for_cpu  # the one matmul both paths call
 _UNAVAILABLE: set[int] = set()  # bits whose kernel failed on this build: not tried again
 
 
@@ -76,7 +80,7 @@ def _int4(m):
     s = m.scales.float().repeat_interleave(g // kg, dim=1)[:, : k // kg]
     z = m.zeros.float().repeat_interleave(g // kg, dim=1)[:, : k // kg]
     scale_zero = torch.stack((s, (8 - z) * s), dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
-    op = torch.ops.aten._weight_int4pack_mm_for_cpu
+    op = INT4_MM
 
     def run(x: torch.Tensor) -> torch.Tensor:
         return op(x.to(torch.bfloat16), packed, kg, scale_zero).to(x.dtype)
@@ -85,20 +89,20 @@ def _int4(m):
 
 def _int8(m):
     n, k, g = m.out_features, m.in_features, m.group_size
-    shifted = (_codes(m).to(torch.int16) - 128).to(torch.int8)
-    bounds = [(a, min(a + g, k)) for a in range(0, k, g)]
-    if any((b - a) % 16 for a, b in bounds):
-        return None  # the int8 kernel returns garbage for widths that are not multiples of 16 here
-    weights = [shifted[:, a:b].contiguous() for a, b in bounds]
-    scales = [m.scales[:, i].to(torch.bfloat16).contiguous() for i in range(len(bounds))]
-    zero_term = ((128 - m.zeros.float()) * m.scales.float()).t().contiguous()  # (groups, out)
-    op = torch.ops.aten._weight_int8pack_mm
+    kg = next((c for c in INT4_KERNEL_GROUPS if g % c == 0 and k % c == 0), None)
+    if kg is None:
+        return None  # no kernel group tiles this layer: dequantise
+    codes = _codes(m).to(torch.int32)
+    both = torch.cat((codes >> 4, codes & 15), dim=1).contiguous()  # [hi | lo], (n, 2k)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(both, 1)
+    s = m.scales.float().repeat_interleave(g // kg, dim=1)[:, : k // kg]
+    z = m.zeros.float().repeat_interleave(g // kg, dim=1)[:, : k // kg]
+    scale = torch.cat((16 * s, s), dim=1)
+    zero = torch.cat(((128 - z) * s, 8 * s), dim=1)
+    scale_zero = torch.stack((scale, zero), dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
+    op = INT4_MM
 
     def run(x: torch.Tensor) -> torch.Tensor:
         xb = x.to(torch.bfloat16)
-        xf = x.float()
-        y = torch.stack([xf[:, a:b].sum(-1) for a, b in bounds], dim=-1) @ zero_term
-        for (a, b), w, s in zip(bounds, weights, scales):
-            y += op(xb[:, a:b].contiguous(), w, s).float()
-        return y.to(x.dtype)
+        return op(torch.cat((xb, xb), dim=1), packed, kg, scale_zero).to(x.dtype)
     return run

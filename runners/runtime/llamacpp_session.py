@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 
@@ -13,6 +15,9 @@ class LlamaCppSession:
         self.threads = threads
         self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
                          n_batch=n_ctx, logits_all=True, verbose=False)
+        # free the model while the interpreter still runs: llama-cpp-python's own __del__ at
+        # shutdown finds its C bindings already torn down and prints a TypeError traceback
+        weakref.finalize(self, self.llm.close)
 
     def reset(self) -> None:
         self.llm.reset()

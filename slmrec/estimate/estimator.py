@@ -224,8 +224,9 @@ class Estimator(StepCosts, ChainPredictor):
                 n.embed_bits = eb
                 n.embed_read_bits = eb if precision_ok else max(s.embed_read_bits, eb)
             n.int_quant = wb < 16 or s.int_quant
-        if opt.format:
-            self._apply_format(n, opt.format)
+        fmt = next((f for bound, f in opt.formats_by_bits if s.bits <= bound), opt.format)
+        if fmt:
+            self._apply_format(n, fmt)
         if "activation_bits" in t and precision_ok:
             n.act_bits = t["activation_bits"]
         if "kv_cache_bits" in t:
@@ -320,7 +321,8 @@ class Estimator(StepCosts, ChainPredictor):
         decode = prefill = math.inf
         for pr in (prof if isinstance(prof, (list, tuple)) else (prof or self.profile,)):
             decode = min(decode, pr.decode_s(read + kv, self.bw_peak, s.layers, deq,
-                                             flops_tok * wl.batch, peak * 1e12) * 1000 / s.speedup)
+                                             flops_tok * wl.batch, peak * 1e12,
+                                             dequant_bytes=read) * 1000 / s.speedup)
             prefill = min(prefill, pr.prefill_s(pf_flops, peak * 1e12, read, self.bw_peak,
                                                 s.layers) * 1000)
         bpw = size * 8 / params if params else 0.0

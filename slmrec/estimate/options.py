@@ -35,6 +35,7 @@ class Option:
     trains_all: bool                         # updates every weight with a full optimizer
     from_scratch: bool = False               # leaves random weights (a design choice)
     format: str | None = None                # storage format id the step writes (kb formats)
+    formats_by_bits: tuple[tuple[float, str], ...] = ()  # (input bits bound, format): follows its input
     sources: tuple[str, ...] = ()
     key: tuple = ()
 
@@ -132,6 +133,7 @@ def compile_option(m: Method, params: dict[str, Any], model_params: float | None
         speedup=spd if isinstance(spd, Range) else None, cost=cost, lossy=lossy,
         int_quant=int_quant, edits_structure=edits, trains_all=(cost["optimizer"] == "full"),
         from_scratch=tr.init_from_scratch, format=str(fmt) if fmt else None,
+        formats_by_bits=tuple(m.effects.formats_by_input_bits(params)),
         sources=tuple(m.sources))
 
 

@@ -7,6 +7,12 @@ llama.cpp); kernels that unpack quantized weights before the matmul add a furthe
 
     decode_s = bytes_read / (bandwidth * bandwidth_efficiency) + token_ms/1000
                + layers * (layer_ms + dequant_layer_ms [if the weights are dequantized]) / 1000
+               + dequant_bytes / bandwidth * dequant_byte_cost
+
+The last term is the per-format cost of packed weights: a kernel that unpacks int8/int4 codes
+per layer pays for every packed byte it reads (int8 codes, twice the bytes of int4 ones, pay
+twice), so where unpacking is slow (eager PyTorch on a CPU) a packed int8 model can be predicted
+slower than its fp32 base, as measured (docs/estimator.md, "CPU runtime profiles").
 
 Compute bounds it from below (flops / (peak * compute_efficiency)). The constants are fitted by
 `bench/estimator_accuracy.py` on one half of the published speeds in bench/data/ and reported on
@@ -34,10 +40,14 @@ class Profile:
     dequant_layer_ms: float
     rows: int
     basis: str
+    dequant_byte_cost: float = 0.0
 
     def decode_s(self, read_bytes: float, bandwidth_bps: float, layers: float,
-                 dequantizes: bool, flops: float = 0.0, peak_flops: float = 0.0) -> float:
+                 dequantizes: bool, flops: float = 0.0, peak_flops: float = 0.0,
+                 dequant_bytes: float = 0.0) -> float:
         t_mem = read_bytes / (bandwidth_bps * self.bandwidth_efficiency)
+        if dequantizes:
+            t_mem += dequant_bytes / bandwidth_bps * self.dequant_byte_cost
         t_cmp = flops / (peak_flops * self.compute_efficiency) if peak_flops else 0.0
         fixed = self.token_ms + layers * (self.layer_ms + (self.dequant_layer_ms if dequantizes
                                                            else 0.0))
@@ -74,4 +84,5 @@ def profile(kb, runtime: str | None, hardware_class: str) -> Profile:
     if fit is None:
         fit = next((f for f in rt.fits if f.hardware_class == "default"), rt.fits[0])
     return Profile(rt.id, fit.hardware_class, fit.bandwidth_efficiency, fit.compute_efficiency,
-                   fit.token_ms, fit.layer_ms, fit.dequant_layer_ms, fit.rows, fit.basis)
+                   fit.token_ms, fit.layer_ms, fit.dequant_layer_ms, fit.rows, fit.basis,
+                   fit.dequant_byte_cost)

@@ -239,8 +239,9 @@ class Search:
             recs = list(self.suf_rec[i + 1])
             for o in self.levels[i].options:
                 prec, sparse, spd = est.credit(o)
-                if o.format:   # a storage format is read as stored: its leanest tensor class
-                    lo = self._format_floor(o.format)
+                fmts = [f for f in (o.format, *(f for _, f in o.formats_by_bits)) if f]
+                if fmts:   # a storage format is read as stored: its leanest tensor class
+                    lo = min(self._format_floor(f) for f in fmts)
                     for k in ("store_bits", "read_bits", "embed_store", "embed_read"):
                         best[k] = min(best.get(k, lo), lo)
                 for f, v in o.t.items():

@@ -146,3 +146,23 @@ def test_export_step_size_follows_the_format_it_writes(kb, gguf_type, low, high)
     steps = est.predict_chain(chain).steps
     assert steps[0]["size_mb"].value < 90
     assert low <= steps[1]["size_mb"].value <= high
+
+
+@pytest.mark.parametrize("first,params,low,high", [
+    # measured: GPTQ int4 carried into Q4_1 wrote 98.4 MB (README, Deploy), RTN/GPTQ int8 into
+    # Q8_0 144.8 MB, a float model F16 270.9 MB (bench/results/deploy_formats.json)
+    ("gptq", {"bits": 4}, 95.0, 101.0),
+    ("gptq", {"bits": 8}, 141.0, 147.0),
+    (None, {}, 265.0, 272.0),
+])
+def test_auto_export_follows_the_bits_it_receives(kb, first, params, low, high):
+    from slmrec.estimate import compile_option, default_params
+
+    est = Estimator(kb, Arch.from_card(kb.models["smollm2-135m"]), kb.hardware["laptop-2core-avx2"])
+    e = kb.methods["gguf-export"]
+    chain = [compile_option(e, default_params(e))]
+    assert chain[0].params["gguf_type"] == "auto"
+    if first:
+        m = kb.methods[first]
+        chain.insert(0, compile_option(m, {**default_params(m), **params}))
+    assert low <= est.predict_chain(chain).steps[-1]["size_mb"].value <= high

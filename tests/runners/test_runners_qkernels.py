@@ -27,8 +27,8 @@ def _layer(bits, group, cols, rows=96, bias=True):
     (4, 64, 1536, True),
     (4, 32, 96, True),
     (4, 8, 64, False),     # no kernel group divides 8: dequantise
-    (8, 128, 576, True),   # one int8 kernel call per group, zero point added in fp32
-    (8, 32, 100, False),   # a 4-column last group: the int8 kernel is wrong there, so not used
+    (8, 128, 576, True),   # int8 as two nibbles through the int4 kernel, group 64 tiling 128
+    (8, 32, 100, False),   # no kernel group divides a 100-wide input: dequantise
 ])
 def test_kernel_matches_dequantise(kernels_on, bits, group, cols, uses_kernel):
     m = _layer(bits, group, cols)
@@ -38,6 +38,23 @@ def test_kernel_matches_dequantise(kernels_on, bits, group, cols, uses_kernel):
     assert (kernels.packed_kernel(m) is not None) == uses_kernel
     assert y.shape == ref.shape and y.dtype == x.dtype
     assert (y - ref).abs().max() <= (0.01 * ref.abs().max() if uses_kernel else 0)
+
+
+def test_int8_is_one_kernel_call_whatever_the_group_count(kernels_on, monkeypatch):
+    calls = []
+
+    def counting(*args):
+        calls.append(args[1].shape)
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(*args)
+    monkeypatch.setattr(kernels, "INT4_MM", counting)
+    m = _layer(8, 64, 576)  # 9 groups: formerly 9 int8 calls plus a zero-point matmul
+    x = torch.randn(1, 576, generator=torch.Generator().manual_seed(2))
+    kernel = kernels.packed_kernel(m)
+    calls.clear()
+    y = kernel(x)
+    assert len(calls) == 1
+    ref = F.linear(x, m.dequantize())
+    assert (y - ref).abs().max() <= 0.01 * ref.abs().max()
 
 
 def test_long_inputs_dequantise_and_state_dict_is_unchanged(kernels_on):
@@ -57,10 +74,11 @@ def test_kernel_is_rebuilt_when_codes_are_loaded(kernels_on):
     assert not torch.allclose(before, b(x)) and torch.allclose(b(x), a(x))
 
 
-def test_greedy_tokens_equal_with_and_without_kernels(tiny, monkeypatch):
+@pytest.mark.parametrize("bits", [4, 8])
+def test_greedy_tokens_equal_with_and_without_kernels(tiny, monkeypatch, bits):
     from runners.quant.rtn import quantize_embeddings, quantize_rtn
     model, _ = tiny
-    quantize_rtn(model, 4, 32)
+    quantize_rtn(model, bits, 32)
     quantize_embeddings(model, 8, 32)
     ids = torch.arange(2, 18)[None]
     out = {}
