@@ -65,3 +65,17 @@ def test_missing_executorch_names_the_extra(monkeypatch, tiny, tmp_path):
         et.export_executorch(tiny[0], tmp_path / "x.pte")
     msg = str(e.value)
     assert "executorch" in msg and "[executorch]" in msg and "\n" not in msg.strip()
+
+
+def test_export_step_without_executorch_fails_in_one_line(monkeypatch, tiny, tmp_path):
+    import importlib.util
+
+    from runners.base import StepContext, StepFailed
+    from runners.export import Export
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "executorch" else real(name, *a))
+    runner = Export()
+    ctx = StepContext(model=tiny[0], tokenizer=tiny[1], corpus=None, workdir=tmp_path)
+    with pytest.raises(StepFailed, match=r"pip install -e '\.\[executorch\]'"):
+        runner.run(ctx, runner.Params(format="executorch", executorch_quant="8da4w", max_seq_len=64))
+    assert not list(tmp_path.glob("*.pte"))
