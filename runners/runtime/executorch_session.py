@@ -14,12 +14,10 @@ class ExecuTorchSession:
     def __init__(self, path, threads: int = 1):
         from executorch.runtime import Runtime
         # XNNPACK's thread pool follows the process-wide setting of the executorch extension
-        self.threads = threads
-        try:
-            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
-            _unsafe_reset_threadpool(threads)
-        except (ImportError, AttributeError, RuntimeError):
-            pass
+        # (its default is one thread per core); the session reports the count it runs with
+        from executorch.extension.pybindings import portable_lib
+        portable_lib._unsafe_reset_threadpool(threads)
+        self.threads = portable_lib._threadpool_get_thread_count()
         self.method = Runtime.get().load_program(str(path)).load_method("forward")
         self.pos = 0
 

@@ -51,7 +51,7 @@ def test_pte_runs_in_executorch_with_the_source_logits(quant, tiny, ref, tmp_pat
     else:  # quantization moved the logits: the check above is not vacuous
         assert np.abs(got - ref).max() > 1e-4 * scale
     lat = latency(sess, tiny[0].config.vocab_size, prompt_len=8, new_tokens=4, repeats=1)
-    assert lat["runtime"] == "executorch" and lat["decode_ms_per_token"] > 0
+    assert lat["runtime"] == "executorch" and lat["threads"] == 1 and lat["decode_ms_per_token"] > 0
 
 
 def test_missing_executorch_names_the_extra(monkeypatch, tiny, tmp_path):
