@@ -44,3 +44,22 @@ def test_evaluate_runner_reports_slice_and_spread(tiny, make_ctx):
     m = res.metrics
     assert m["ppl_low"] < m["ppl"] < m["ppl_high"] and m["ppl_tokens"] == len(make_ctx(model, tok).corpus.validation)
     assert any("(whole split)" in n for n in res.notes)
+
+
+def test_latency_does_not_time_the_first_run(tiny, monkeypatch):
+    # packed weights build their kernels on the first call: that call must not be the step's
+    # latency. A fake clock advances 100 s during the first forward and 1 ms during every other.
+    import runners.evaluate as ev
+
+    model, _ = tiny
+    clock, calls = [0.0], [0]
+
+    def tick(_m, _a, _o):
+        calls[0] += 1
+        clock[0] += 100.0 if calls[0] == 1 else 0.001
+
+    model.register_forward_hook(tick)
+    monkeypatch.setattr(ev.time, "perf_counter", lambda: clock[0])
+    lat = ev.latency(model, model.config.vocab_size, prompt_len=4, new_tokens=2, repeats=2)
+    assert lat["prefill_ms"] == pytest.approx(1.0)
+    assert lat["decode_ms_per_token"] == pytest.approx(1.0)
