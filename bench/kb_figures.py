@@ -80,6 +80,12 @@ FIGURES: dict[str, dict] = {
         "chain": [("layer-drop", {"fraction": 0.2, **CAL}),
                   ("logit-distill", {"steps": 12, "lr": 3e-4, **SHORT_TRAIN})],
         "recovers": "layer-drop-20"},
+    # KV-cache figures decode every block one token at a time through the cache (no runner
+    # changes the weights); their change is against the same decoding through a plain cache.
+    "kv4-hqq-g64": {"what": "4-bit HQQ key/value cache (group 64, last 16 tokens unquantized, the kv-cache-quant runner's defaults), a 16-token prefill, then decoded token by token",
+        "chain": [], "kv_cache": {"nbits": 4, "q_group_size": 64, "residual_length": 16}},
+    "kv8-hqq-g64": {"what": "8-bit HQQ key/value cache (group 64, last 16 tokens unquantized), a 16-token prefill, then decoded token by token",
+        "chain": [], "kv_cache": {"nbits": 8, "q_group_size": 64, "residual_length": 16}},
     "lora-r8-20": {"what": "LoRA r=8 on q/k/v/o, 20 steps of 2x32 tokens of the train split (topics disjoint from validation), merged",
         "chain": [("lora", {"rank": 8, "steps": 20, "lr": 2e-3, **SHORT_TRAIN})]},
 }
@@ -111,6 +117,16 @@ def _apply(chain, corpus, workdir: Path):
         model, tok = out.model, out.tokenizer or tok
     teacher.clear()
     return model, wall
+
+
+def _plain_cache(model):
+    from transformers import DynamicCache
+    return lambda: DynamicCache(config=model.config)
+
+
+def _quantized_cache(model, kv: dict):
+    from transformers.cache_utils import QuantizedCache
+    return lambda: QuantizedCache(backend="hqq", config=model.config, **kv)
 
 
 def _change(rep, base) -> tuple[float, float, float]:
@@ -153,7 +169,7 @@ def main() -> dict:
     corpus = load_corpus(tok)
     base = perplexity_report(model, corpus, **EVAL)
     del model
-    reports, figures = {}, {}
+    reports, figures, decoded_base = {}, {}, None
     with tempfile.TemporaryDirectory(prefix="slmrec-kb-figures-") as tmp:
         for fid, spec in FIGURES.items():
             if only and fid not in only and not any(FIGURES[o].get("recovers") == fid for o in only):
@@ -166,9 +182,16 @@ def main() -> dict:
             except Exception as exc:  # noqa: BLE001  (one failing figure must not lose the others)
                 figures[fid] = {"error": f"{type(exc).__name__}: {exc}"}
                 continue
-            rep = reports[fid] = perplexity_report(model, corpus, **EVAL)
+            kv = spec.get("kv_cache")
+            rep = reports[fid] = perplexity_report(model, corpus, **EVAL,
+                                                   decode_cache=_quantized_cache(model, kv) if kv else None)
+            if kv and decoded_base is None:
+                decoded_base = perplexity_report(model, corpus, **EVAL, decode_cache=_plain_cache(model))
             del model
-            if spec.get("recovers"):
+            if kv:
+                value, low, high = _change(rep, decoded_base)
+                kind = "ppl-change-pct"
+            elif spec.get("recovers"):
                 value, low, high = _recovery(rep, reports[spec["recovers"]], base)
                 kind = "recovery"
             else:
@@ -179,6 +202,8 @@ def main() -> dict:
                             "parts": [round(p, 3) for p in rep.parts], "step_s": round(wall, 1),
                             "chain": [[rid, params] for rid, params in spec["chain"]],
                             "recovers": spec.get("recovers")}
+            if kv:
+                figures[fid].update(kv_cache=kv, decoded_base_ppl=round(decoded_base.ppl, 3))
     figures = {**_kept(only, base), **figures}
     rows = [[fid, f.get("kind", "error"), f.get("value"), f.get("low"), f.get("high"), f.get("ppl"), f.get("step_s")]
             for fid, f in figures.items()]
@@ -207,6 +232,9 @@ def setting(fid: str, results: dict) -> str:
         damaged = results["figures"][fig["recovers"]]["ppl"]
         numbers = (f"ppl {base:.2f} -> {damaged:.2f} after the damage -> {fig['ppl']:.2f}: "
                    f"{fig['value']:.2f} of the loss recovered (parts {fig['low']:.2f} to {fig['high']:.2f})")
+    elif fig.get("kv_cache"):
+        numbers = (f"ppl {fig['decoded_base_ppl']:.2f} with a plain cache -> {fig['ppl']:.2f}, "
+                   f"{fig['value']:+.1f}% (parts {fig['low']:+.1f}% to {fig['high']:+.1f}%)")
     else:
         numbers = (f"ppl {base:.2f} -> {fig['ppl']:.2f}, {fig['value']:+.1f}% "
                    f"(parts {fig['low']:+.1f}% to {fig['high']:+.1f}%)")

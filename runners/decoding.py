@@ -70,6 +70,8 @@ class KVParams(DecodeParams):
     kv_bits: Literal[2, 4, 8] = Field(4, description="bits per cached key/value element")
     group_size: int = Field(64, ge=8, le=1024)
     residual_length: int = Field(16, ge=0, le=8192, description="most recent tokens kept unquantized")
+    ppl_seq_len: int = Field(128, ge=8, le=8192, description="tokens per validation block decoded through the cache")
+    ppl_blocks: int = Field(2, ge=1, le=1000, description="validation blocks decoded through the cache")
 
 
 class KVCacheQuant(Runner):
@@ -84,13 +86,28 @@ class KVCacheQuant(Runner):
             metrics, _, _ = compared(ctx, params, {"cache_implementation": "quantized", "cache_config": cfg})
         except ImportError as e:
             raise StepFailed(f"{self.id}: the HQQ backend is missing ({e}); pip install hqq") from None
-        c = ctx.model.config
+        # the probe scores full forwards, which never read the cache: score the cache itself
+        from transformers import DynamicCache
+        from transformers.cache_utils import QuantizedCache
+
+        from runners.evaluate import perplexity_report
+        model, c = _plain(ctx.model).eval(), ctx.model.config
+        kv = {"nbits": params.kv_bits, "q_group_size": params.group_size,
+              "residual_length": params.residual_length}
+        plain = perplexity_report(model, ctx.corpus, seq_len=params.ppl_seq_len, n_blocks=params.ppl_blocks,
+                                  decode_cache=lambda: DynamicCache(config=c))
+        quant = perplexity_report(model, ctx.corpus, seq_len=params.ppl_seq_len, n_blocks=params.ppl_blocks,
+                                  decode_cache=lambda: QuantizedCache(backend="hqq", config=c, **kv))
+        metrics.update(decoded_ppl_plain_cache=plain.ppl, decoded_ppl_quantized_cache=quant.ppl,
+                       decoded_ppl_change_pct=100 * (quant.ppl / plain.ppl - 1))
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         per_token = 2 * c.num_hidden_layers * getattr(c, "num_key_value_heads", c.num_attention_heads) * head_dim
         metrics.update(kv_bits=float(params.kv_bits), kv_bytes_per_token_fp=per_token * 4.0,
                        kv_bytes_per_token_quant=per_token * params.kv_bits / 8)
         notes = [f"{params.kv_bits}-bit HQQ key/value cache (last {params.residual_length} tokens unquantized): "
-                 f"{metrics['greedy_agreement']:.0%} of greedy tokens unchanged, {metrics['speedup']:.2f}x plain speed"]
+                 f"{metrics['greedy_agreement']:.0%} of greedy tokens unchanged, {metrics['speedup']:.2f}x plain speed; "
+                 f"perplexity decoded through the cache on {plain.slice}: {plain.ppl:.2f} plain -> {quant.ppl:.2f} "
+                 f"({metrics['decoded_ppl_change_pct']:+.1f}%; the probe's figure does not read the cache)"]
         return StepResult(model=ctx.model, metrics=metrics, notes=notes)
 
 

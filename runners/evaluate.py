@@ -66,9 +66,14 @@ def slice_name(corpus, split: str, seq_len: int, n_blocks: int | None) -> tuple[
 
 @torch.no_grad()
 def perplexity_report(model, corpus, seq_len: int = 256, n_blocks: int | None = None, batch_size: int = 4,
-                      split: str = "validation", n_slices: int = N_SLICES) -> PerplexityReport:
+                      split: str = "validation", n_slices: int = N_SLICES,
+                      decode_cache=None) -> PerplexityReport:
     """exp(mean next-token NLL) over the whole split (n_blocks None: every full block of seq_len
-    tokens plus the shorter rest) or over its first n_blocks blocks, with per-part perplexities."""
+    tokens plus the shorter rest) or over its first n_blocks blocks, with per-part perplexities.
+
+    With `decode_cache` (a callable returning a fresh transformers cache), each block is decoded
+    one token at a time through that cache, as generation reads it: the figure of a KV-cache
+    method (a quantized cache) is then on the same tokens as the plain one."""
     model.eval()
     name, _ = slice_name(corpus, split, seq_len, n_blocks)
     stream = corpus.streams[split]
@@ -82,7 +87,8 @@ def perplexity_report(model, corpus, seq_len: int = 256, n_blocks: int | None = 
     for blocks in pieces:
         for i in range(0, len(blocks), batch_size):
             ids = blocks[i: i + batch_size]
-            logits = model(input_ids=ids).logits[:, :-1].float()
+            logits = (model(input_ids=ids).logits if decode_cache is None
+                      else _decoded_logits(model, ids, decode_cache))[:, :-1].float()
             nll = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none").sum(-1)
             per_block += [(float(v), ids.shape[1] - 1) for v in nll]
     n = max(1, min(n_slices, len(per_block)))
@@ -92,6 +98,28 @@ def perplexity_report(model, corpus, seq_len: int = 256, n_blocks: int | None = 
     total_nll, count = sum(v for v, _ in part_nll), sum(c for _, c in part_nll)
     return PerplexityReport(ppl=math.exp(total_nll / count), slice=name, tokens=count + len(per_block),
                             parts=tuple(math.exp(v / c) for v, c in part_nll), part_nll=part_nll)
+
+
+DECODE_PREFILL = 16  # tokens of a block read in one call before decoding, as a prompt is
+
+
+@torch.no_grad()
+def _decoded_logits(model, ids: torch.Tensor, make_cache) -> torch.Tensor:
+    """Logits of each row of `ids` through a fresh cache per row: its first DECODE_PREFILL tokens
+    in one call (a prompt), then one token at a time, as generation reads the cache. (A quantized
+    cache quantizes its first update whole; one token of a small model can be narrower than a
+    quantization group.)"""
+    rows = []
+    for row in ids:
+        cache = make_cache()
+        out = model(input_ids=row[None, :DECODE_PREFILL], cache=cache, use_cache=True)
+        cache, steps = out.cache, [out.logits[0]]
+        for t in range(DECODE_PREFILL, row.shape[0]):
+            out = model(input_ids=row[None, t: t + 1], cache=cache, use_cache=True)
+            cache = out.cache
+            steps.append(out.logits[0, -1:])
+        rows.append(torch.cat(steps))
+    return torch.stack(rows)
 
 
 def perplexity(model, corpus, seq_len: int = 256, n_blocks: int | None = None, batch_size: int = 4,

@@ -75,6 +75,10 @@ def test_kb_decoding_method(method, make_ctx):
         assert m["greedy_agreement"] == 1.0
     else:
         assert 0 <= m["greedy_agreement"] <= 1 and m["kv_bytes_per_token_quant"] < m["kv_bytes_per_token_fp"]
+        # the cache's own perplexity change is measured by decoding through it
+        assert m["decoded_ppl_plain_cache"] > 1 and m["decoded_ppl_quantized_cache"] > 1
+        assert m["decoded_ppl_change_pct"] == pytest.approx(
+            100 * (m["decoded_ppl_quantized_cache"] / m["decoded_ppl_plain_cache"] - 1))
     assert all(torch.equal(v, before[k]) for k, v in res.model.state_dict().items())
 
 

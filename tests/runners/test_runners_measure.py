@@ -63,3 +63,19 @@ def test_latency_does_not_time_the_first_run(tiny, monkeypatch):
     lat = ev.latency(model, model.config.vocab_size, prompt_len=4, new_tokens=2, repeats=2)
     assert lat["prefill_ms"] == pytest.approx(1.0)
     assert lat["decode_ms_per_token"] == pytest.approx(1.0)
+
+
+def test_decoding_through_a_plain_cache_scores_like_the_full_forward(tiny, tiny_corpus):
+    # KV-cache figures decode token by token; through an unquantized cache that must equal the
+    # teacher-forced perplexity, so a quantized cache's change is the cache's alone
+    from transformers import DynamicCache
+
+    from runners.evaluate import perplexity_report
+
+    model, _ = tiny
+    full = perplexity_report(model, tiny_corpus, seq_len=16, n_blocks=4)
+    decoded = perplexity_report(model, tiny_corpus, seq_len=16, n_blocks=4,
+                                decode_cache=lambda: DynamicCache(config=model.config))
+    assert decoded.slice == full.slice
+    assert decoded.ppl == pytest.approx(full.ppl, rel=1e-4)
+    assert decoded.parts == pytest.approx(full.parts, rel=1e-4)
