@@ -119,7 +119,7 @@ def _step_whys(c: Candidate, run: Search) -> list[list[str]]:
             if not broken and without.score > c.score:
                 why.append(f"improves the objectives ({', '.join(sp.sc.preferences.objectives)}): "
                            f"score {c.score:.3f} with it, {without.score:.3f} without")
-        bm, am = run._model_metrics(before), run._model_metrics(after)
+        bm, am = run._model_metrics(before, c.options), run._model_metrics(after, c.options)
         changes = []
         for key, label, unit in (("size_mb", "size", "MB"), ("inference_memory_mb", "memory", "MB"),
                                  ("decode_ms_per_token", "decode", "ms/token")):

@@ -352,8 +352,11 @@ class Search:
         o.extra = 0.0 if "adds_params_fraction" not in used else o.extra
         return o
 
-    def _model_metrics(self, s: ModelState) -> dict[str, float]:
-        return dict(zip(MODEL_KEYS, self.est.metrics(s)))
+    def _model_metrics(self, s: ModelState, order: tuple[Option, ...] | None = None) -> dict[str, float]:
+        """Model metrics of a state; with `order`, priced with the runtime that chain deploys
+        with, as its prediction is."""
+        prof = self.est.profile_for(self._runtime_of(order)) if order is not None else None
+        return dict(zip(MODEL_KEYS, self.est.metrics(s, prof)))
 
     def _lower_metrics(self, s: ModelState) -> dict[str, float]:
         """Model metrics under the fastest runtime any completion could deploy with (a chain

@@ -204,3 +204,19 @@ def test_training_steps_are_checked_on_the_device_where_they_run(kb, compute, fi
         assert not trains
         why = rec.top.goals["specialise-task"]
         assert "MB" in why and "RTX 4090" in why, why   # the device where the step runs
+
+
+def test_why_prices_a_step_with_the_plans_runtime(kb):
+    # "decode a -> b ms/token" in a step's why is priced on the runtime the plan deploys with,
+    # so b is the decode figure the plan's table shows for that step
+    from slmrec.scenario import load_scenario
+
+    rec = recommend(load_scenario("bundled-demo", kb), kb, counterfactuals=False)
+    for step in rec.top.steps:
+        said = [w for w in step.why if "ms/token" in w]
+        if said:
+            after = float(said[0].split("decode ")[1].split(" -> ")[1].split(" ms/token")[0])
+            assert after == pytest.approx(step.predicted["decode_ms_per_token"].value, rel=0.01), (step.method, said)
+            break
+    else:
+        pytest.fail("no step of the demo plan states its decode change")
