@@ -404,10 +404,10 @@ class TransformCase(Transform):
     when: dict[str, float | int | str | bool] = Field(
         min_length=1, description="step parameters (name: value) under which this case holds")
     input_bits_at_most: float | None = Field(
-        default=None, gt=0, le=64, description="the case holds only when the model the step receives stores "
-                                  "its weight matrices at no more than this many bits per weight "
-                                  "(scales included): an export that follows its input's bits")
-
+        default=None, gt=0, le=64,
+        description="the case holds only when the model the step receives stores its weight "
+                    "matrices at no more than this many bits per weight (scales included): an "
+                    "export that follows its input's bits")
 
     @model_validator(mode="after")
     def _bits_case_names_a_format(self):
