@@ -16,10 +16,8 @@ measures it beside this one when it is installed without its dependencies.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from runners.models import decoder_layers
-from runners.quant.gptq import _capture_first_layer, _hidden, _inverse_cholesky, _layer_hessians, _one_thread, _with_hidden
+from runners.quant.gptq import _inverse_cholesky, _one_thread, sequential_linears
 
 
 @torch.no_grad()
@@ -66,17 +64,8 @@ def _sparsegpt(w, h, sparsity, prune_n, prune_m, damp, block):
 def prune_sparsegpt(model, calib: torch.Tensor, sparsity: float, prune_n: int, prune_m: int, damp: float,
                     batch_size: int = 4, progress=lambda d, t: None) -> int:
     """Prune every nn.Linear inside the decoder blocks in place; returns how many."""
-    owner, attr = decoder_layers(model)
-    layers = getattr(owner, attr)
-    inputs = _capture_first_layer(model, layers[0], calib, batch_size)
     done = 0
-    for li, layer in enumerate(layers):
-        names = [n for n, m in layer.named_modules() if type(m) is nn.Linear]
-        hessians = _layer_hessians(layer, names, inputs)
-        for n in names:
-            lin = layer.get_submodule(n)
-            lin.weight.data = sparsegpt_weight(lin.weight, hessians[n], sparsity, prune_n, prune_m, damp)
-            done += 1
-        inputs = [(_with_hidden(args, _hidden(layer(*args, **kwargs))), kwargs) for args, kwargs in inputs]
-        progress(li + 1, len(layers))
+    for _, _, lin, hessian in sequential_linears(model, calib, batch_size, progress):
+        lin.weight.data = sparsegpt_weight(lin.weight, hessian, sparsity, prune_n, prune_m, damp)
+        done += 1
     return done

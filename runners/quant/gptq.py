@@ -135,25 +135,32 @@ def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
     raise RuntimeError("GPTQ: Hessian not positive definite even with strong damping")
 
 
-@torch.no_grad()
-def quantize_gptq(model, calib: torch.Tensor, bits: int, group_size: int, damp: float, act_order: bool,
-                  batch_size: int = 4, skip=(), progress=lambda d, t: None) -> int:
-    """Replace every nn.Linear inside the decoder blocks by a GPTQ QuantLinear; returns how many."""
+def sequential_linears(model, calib: torch.Tensor, batch_size: int = 4, progress=lambda d, t: None):
+    """Yield (block, name, linear, Hessian of its input) for every nn.Linear of the decoder blocks,
+    block by block. The caller edits or replaces each linear before the next is yielded, and the
+    next block's inputs are the outputs of the block as edited: the sequential order GPTQ and
+    SparseGPT share."""
     owner, attr = decoder_layers(model)
     layers = getattr(owner, attr)
     inputs = _capture_first_layer(model, layers[0], calib, batch_size)
-    done = 0
     for li, layer in enumerate(layers):
         names = [n for n, m in layer.named_modules() if type(m) is nn.Linear]
         hessians = _layer_hessians(layer, names, inputs)
         for n in names:
-            lin = layer.get_submodule(n)
-            codes, scale, zero = gptq_weight(lin.weight, hessians[n], bits, group_size, damp,
-                                             act_order=act_order)
-            replace_module(layer, n, QuantLinear.from_codes(codes, scale, zero, bits, group_size, lin.bias))
-            done += 1
+            yield layer, n, layer.get_submodule(n), hessians[n]
         inputs = [(_with_hidden(args, _hidden(layer(*args, **kwargs))), kwargs) for args, kwargs in inputs]
         progress(li + 1, len(layers))
+
+
+@torch.no_grad()
+def quantize_gptq(model, calib: torch.Tensor, bits: int, group_size: int, damp: float, act_order: bool,
+                  batch_size: int = 4, skip=(), progress=lambda d, t: None) -> int:
+    """Replace every nn.Linear inside the decoder blocks by a GPTQ QuantLinear; returns how many."""
+    done = 0
+    for layer, n, lin, hessian in sequential_linears(model, calib, batch_size, progress):
+        codes, scale, zero = gptq_weight(lin.weight, hessian, bits, group_size, damp, act_order=act_order)
+        replace_module(layer, n, QuantLinear.from_codes(codes, scale, zero, bits, group_size, lin.bias))
+        done += 1
     return done
 
 
