@@ -7,8 +7,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from runners.runtime.session import CachedSession
 
-class ExecuTorchSession:
+
+class ExecuTorchSession(CachedSession):
     runtime = "executorch"
 
     def __init__(self, path, threads: int = 1):
@@ -30,16 +32,3 @@ class ExecuTorchSession:
                                    torch.arange(self.pos, self.pos + n, dtype=torch.long)])
         self.pos += n
         return out[0][0].float().numpy()
-
-    def prefill(self, ids):
-        self.reset()
-        return self._run(ids)[-1]
-
-    def step(self, token: int):
-        return self._run([token])[-1]
-
-    def logits(self, ids):
-        self.reset()
-        out = self._run(ids)
-        self.reset()
-        return out

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from runners.runtime.session import CachedSession
 
-class OrtSession:
+
+class OrtSession(CachedSession):
     runtime = "onnxruntime"
 
     def __init__(self, path, threads: int = 1):
@@ -28,16 +30,3 @@ class OrtSession:
         outs = self.sess.run(None, {"input_ids": np.asarray([ids], np.int64), **self.past})
         self.past = {n.replace("present.", "past."): o for n, o in zip(self.out_names[1:], outs[1:])}
         return outs[0][0]
-
-    def prefill(self, ids):
-        self.reset()
-        return self._run(ids)[-1]
-
-    def step(self, token: int):
-        return self._run([token])[-1]
-
-    def logits(self, ids):
-        self.reset()
-        out = self._run(ids)
-        self.reset()
-        return out

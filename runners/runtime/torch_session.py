@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from runners.runtime.session import CachedSession
 
-class TorchSession:
+
+class TorchSession(CachedSession):
     runtime = "pytorch"
 
     def __init__(self, model, threads: int | None = None):
@@ -21,17 +23,4 @@ class TorchSession:
     def _run(self, ids: list[int]):
         out = self.model(input_ids=torch.tensor([ids]), cache=self.cache, use_cache=True)
         self.cache = out.cache
-        return out.logits[0].float()
-
-    def prefill(self, ids):
-        self.reset()
-        return self._run(ids)[-1].numpy()
-
-    def step(self, token: int):
-        return self._run([token])[-1].numpy()
-
-    def logits(self, ids):
-        self.reset()
-        out = self._run(ids).numpy()
-        self.reset()
-        return out
+        return out.logits[0].float().numpy()
