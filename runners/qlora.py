@@ -26,6 +26,7 @@ from torch import nn
 from runners.base import Runner, RunnerParams, StepContext, StepFailed, StepResult
 from runners.finetune import _batches, adapter_targets
 from runners.models import model_stats, replace_module
+from runners.peft_methods import validation_loss
 from runners.training import set_seed, train
 
 STAT_KEYS = ("params", "size_mb", "sparsity", "bits_per_weight")
@@ -79,13 +80,6 @@ class QLoRAParams(RunnerParams):
     merge: bool = Field(True, description="fold the adapter into the dequantized base (a float model)")
 
 
-def _val_loss(model, ctx: StepContext, seq_len: int) -> float:
-    ids = ctx.corpus.blocks("validation", seq_len, 4)
-    model.eval()
-    with torch.no_grad():
-        return float(model(input_ids=ids, labels=ids).loss)
-
-
 class QLoRA(Runner):
     id = "qlora"
     Params = QLoRAParams
@@ -122,7 +116,7 @@ class QLoRA(Runner):
             layer.lora_B["default"].weight.data.copy_(b / scaling)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
-        before = _val_loss(model, ctx, params.seq_len)
+        before = validation_loss(model, ctx, params.seq_len)
         batch, source = _batches(ctx, params.seq_len, params.batch_size, gen)
 
         def loss(step):
@@ -130,7 +124,7 @@ class QLoRA(Runner):
             return model(input_ids=ids, labels=labels).loss
 
         metrics = train(model, ctx, params.steps, params.lr, loss, self.id, keep_sparsity=False)
-        after = _val_loss(model, ctx, params.seq_len)
+        after = validation_loss(model, ctx, params.seq_len)
         metrics.update(trainable_params=float(trainable), trainable_fraction=trainable / total,
                        val_loss_before=before, val_loss_after=after, base_rel_error=quant_err)
         notes.append(f"{len(names)} linears -> bitsandbytes {params.quant_type} (block {params.blocksize}), frozen; "
